@@ -1,0 +1,110 @@
+//! Where bans and the allowlist are kept: the source of truth that the kernel maps mirror.
+//!
+//! One trait, one module per backend. [`sqlite`] is the embedded default (one file, nothing to
+//! install). Every mutating call returns the [`Effect`]s of the change, computed inside the same
+//! transaction: for each network it touched, whether a live ban record is left and until when.
+//! The agent applies exactly those to the kernel, so a change that only touched the records of
+//! one source never disturbs a network that another source still bans.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+
+use crate::{
+    ban::{Allow, Ban, Effect},
+    time::Timestamp,
+};
+
+/// Errors of every backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database at {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the database schema is version {found}, newer than this agent knows ({known}); upgrade the agent"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt record in the database: {0}")]
+    Corrupt(String),
+    #[error("the store's worker thread has stopped")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What `sync_source` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Records that did not exist for this source.
+    pub added: usize,
+    /// Records whose reason or expiry changed.
+    pub updated: usize,
+    /// Records of this source that the new list no longer has.
+    pub removed: usize,
+    /// Records left exactly as they were.
+    pub unchanged: usize,
+    /// Kernel-side consequences, one per network whose effective ban changed.
+    pub effects: Vec<Effect>,
+}
+
+/// The storage of bans and the allowlist.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One line for `tracking status`, e.g. `sqlite /var/lib/tracking/tracking.db`.
+    fn describe(&self) -> String;
+
+    /// Every ban record, expired or not, ordered by network then source.
+    async fn list_bans(&self) -> Result<Vec<Ban>>;
+
+    /// For every network with at least one record live at `now`: the latest expiry among its
+    /// live records (`None` if one of them never expires). This is what the kernel must hold.
+    async fn effective_bans(&self, now: Timestamp) -> Result<Vec<(IpNet, Option<Timestamp>)>>;
+
+    /// Inserts records, or updates reason and expiry of existing ones (same network and
+    /// source; `created` of an existing record is kept). All or nothing.
+    async fn add_bans(&self, bans: Vec<Ban>, now: Timestamp) -> Result<Vec<Effect>>;
+
+    /// Removes the records of `networks`: those of `source` only, or of every source when `None`.
+    /// Returns the removed records and the effects. All or nothing.
+    async fn remove_bans(
+        &self,
+        networks: Vec<IpNet>,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<(Vec<Ban>, Vec<Effect>)>;
+
+    /// Makes the records of `source` exactly `bans` (which all carry that source and distinct
+    /// networks): adds what is missing, updates what changed, removes what is gone, in one
+    /// transaction. Records of other sources are untouched.
+    async fn sync_source(
+        &self,
+        source: String,
+        bans: Vec<Ban>,
+        now: Timestamp,
+    ) -> Result<SyncReport>;
+
+    /// Deletes the records that expired at or before `now`, returning the effects.
+    async fn remove_expired(&self, now: Timestamp) -> Result<Vec<Effect>>;
+
+    /// The allowlist, ordered by network.
+    async fn list_allows(&self) -> Result<Vec<Allow>>;
+
+    /// Adds networks to the allowlist (an existing one gets the new note). All or nothing.
+    async fn add_allows(&self, allows: Vec<Allow>) -> Result<()>;
+
+    /// Removes networks from the allowlist, returning those that were there.
+    async fn remove_allows(&self, networks: Vec<IpNet>) -> Result<Vec<Allow>>;
+}

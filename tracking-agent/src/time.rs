@@ -1,0 +1,114 @@
+//! Wall-clock instants as they are stored and shown: milliseconds since the Unix epoch in the
+//! stores, RFC 3339 in JSON and on the terminal.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A wall-clock instant with millisecond precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current time.
+    pub fn now() -> Self {
+        Self::from_system(SystemTime::now())
+    }
+
+    pub fn from_millis(ms: i64) -> Self {
+        Timestamp(ms)
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn from_system(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(d.as_millis() as i64),
+            Err(e) => Timestamp(-(e.duration().as_millis() as i64)),
+        }
+    }
+
+    pub fn to_system(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_millis(self.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
+        }
+    }
+
+    /// `self + d`, saturating.
+    pub fn plus(self, d: Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_add(d.as_millis().min(i64::MAX as u128) as i64),
+        )
+    }
+
+    /// Time from `now` until `self`, zero if already past.
+    pub fn remaining(self, now: Timestamp) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(now.0).max(0) as u64)
+    }
+
+    /// Parses RFC 3339 (`2026-11-25T12:00:00Z`) or the same without the `T` and zone (UTC).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        humantime::parse_rfc3339_weak(s.trim())
+            .map(Self::from_system)
+            .map_err(|e| format!("`{s}` is not a time like 2026-11-25T12:00:00Z: {e}"))
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339_seconds(self.to_system()))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.to_system()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a duration such as `90s`, `10m`, `1h`, `2h30m`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration like 90s, 10m, 1h or 7d: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("`{s}` is zero; a duration must be positive"));
+    }
+    Ok(d)
+}
+
+/// A duration for people: `1h 2m`, to the second.
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_rfc3339() {
+        let t = Timestamp::parse("2026-11-25T12:00:00Z").unwrap();
+        assert_eq!(t.to_string(), "2026-11-25T12:00:00Z");
+        assert_eq!(Timestamp::from_system(t.to_system()), t);
+    }
+
+    #[test]
+    fn durations_need_a_unit_and_a_positive_value() {
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
+        assert!(parse_duration("10").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Hashing shared by the program (to look up) and the agent (to place).
+//!
+//! A network is identified by its masked address and its prefix length, so a /24 ban and a /32
+//! ban on the same address are different keys. `mix64` is the 64-bit finaliser of MurmurHash3:
+//! two multiplies, a good avalanche, and no table, which suits the BPF instruction set.
+
+/// MurmurHash3's 64-bit finaliser.
+#[inline(always)]
+pub const fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+/// The two candidate buckets of an IPv4 network, for a table of `mask + 1` buckets.
+#[inline(always)]
+pub const fn buckets4(addr: u32, len: u8, mask: u32) -> (u32, u32) {
+    let h = mix64(((len as u64) << 32) | addr as u64);
+    ((h as u32) & mask, ((h >> 32) as u32) & mask)
+}
+
+/// The two candidate buckets of an IPv6 network, for a table of `mask + 1` buckets.
+#[inline(always)]
+pub const fn buckets6(hi: u64, lo: u64, len: u8, mask: u32) -> (u32, u32) {
+    let h = mix64(hi ^ mix64(lo ^ ((len as u64) << 56)));
+    ((h as u32) & mask, ((h >> 32) as u32) & mask)
+}
+
+/// Filter bit of an IPv4 source: its /24.
+#[inline(always)]
+pub const fn filter_bit4(addr: u32) -> u32 {
+    addr >> 8
+}
+
+/// Filter bit of an IPv6 source: a hash of its upper [`crate::layout::FILTER6_PREFIX`] bits.
+#[inline(always)]
+pub const fn filter_bit6(hi: u64) -> u32 {
+    (mix64(hi >> (64 - crate::layout::FILTER6_PREFIX as u32)) >> (64 - crate::layout::FILTER_BITS))
+        as u32
+}
+
+/// `addr` with all but the leading `len` bits cleared.
+#[inline(always)]
+pub const fn mask4(addr: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - len as u32))
+    }
+}
+
+/// `(hi, lo)` with all but the leading `len` bits cleared.
+#[inline(always)]
+pub const fn mask6(hi: u64, lo: u64, len: u8) -> (u64, u64) {
+    if len == 0 {
+        (0, 0)
+    } else if len <= 64 {
+        (hi & (u64::MAX << (64 - len as u32)), 0)
+    } else if len == 128 {
+        (hi, lo)
+    } else {
+        (hi, lo & (u64::MAX << (128 - len as u32)))
+    }
+}

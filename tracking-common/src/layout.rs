@@ -1,0 +1,160 @@
+//! The shape of every map value, and the words of the configuration map.
+//!
+//! Bans live in two open-addressed hash tables (one per family) held in mmap-able array maps.
+//! The verifier inlines array lookups, so a probe costs a few instructions instead of the
+//! out-of-line call and bucket walk of a kernel hash map, and the agent writes entries with
+//! plain stores through its mapping instead of one syscall per ban. Each network has two
+//! candidate buckets ([`crate::hash`]); the agent puts it in the emptier one and never moves an
+//! entry afterwards, so a lookup never misses a ban that is being shuffled.
+
+/// Bumped whenever a map changes shape or meaning. The agent adopts pinned maps only when their
+/// layout version (part of the pin directory name) equals its own.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The source filters are bitmaps of `2^FILTER_BITS` bits: for IPv4 one bit per /24, for IPv6 one
+/// bit per hash of the upper [`FILTER6_PREFIX`] bits. A clear bit proves that no ban can match.
+pub const FILTER_BITS: u32 = 24;
+/// Number of `u64` words in a filter bitmap (2 MiB).
+pub const FILTER_WORDS: u32 = 1 << (FILTER_BITS - 6);
+/// The IPv6 filter is keyed by this many leading bits of the source.
+pub const FILTER6_PREFIX: u8 = 48;
+/// An IPv6 ban shorter than this would set more than 2^20 filter bits; while one exists the IPv6
+/// filter is switched off ([`FLAG_V6_ALL`]) and every IPv6 source is looked up.
+pub const FILTER6_MIN_ENUMERATED: u8 = 28;
+
+/// One word per IPv4 /16 in the `V4_LENS` map: bit `32 - len` is set when a ban of that prefix
+/// length overlaps the /16, so a candidate probes only the lengths that can match.
+pub const V4_LENS_WORDS: u32 = 1 << 16;
+
+/// Entries in an IPv4 bucket: 8 x 8 bytes, one cache line.
+pub const ENTRIES4: usize = 8;
+/// Entries in an IPv6 bucket: 4 x 24 bytes.
+pub const ENTRIES6: usize = 4;
+
+/// Buckets in each allowlist table (4096 IPv4 and 2048 IPv6 networks at most).
+pub const ALLOW_BUCKETS: u32 = 512;
+
+/// A slot number is 24 bits wide in a tag.
+pub const MAX_SLOTS: u32 = 1 << 24;
+
+/// Tag of an entry: `slot << 8 | (prefix_len + 1)`; zero marks an empty entry.
+#[inline(always)]
+pub const fn tag(slot: u32, prefix_len: u8) -> u32 {
+    (slot << 8) | (prefix_len as u32 + 1)
+}
+
+/// The slot named by a non-zero tag.
+#[inline(always)]
+pub const fn tag_slot(tag: u32) -> u32 {
+    tag >> 8
+}
+
+/// The prefix length named by a non-zero tag.
+#[inline(always)]
+pub const fn tag_len(tag: u32) -> u8 {
+    ((tag & 0xff) as u8).wrapping_sub(1)
+}
+
+/// An IPv4 network in a ban or allow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry4 {
+    /// Network address in host byte order, host bits cleared.
+    pub addr: u32,
+    /// See [`tag`].
+    pub tag: u32,
+}
+
+/// One bucket of the IPv4 tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket4 {
+    pub entries: [Entry4; ENTRIES4],
+}
+
+/// An IPv6 network in a ban or allow table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry6 {
+    /// Upper 64 bits of the network address as a host-order integer.
+    pub hi: u64,
+    /// Lower 64 bits of the network address as a host-order integer.
+    pub lo: u64,
+    /// See [`tag`].
+    pub tag: u32,
+    pub _pad: u32,
+}
+
+/// One bucket of the IPv6 tables.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket6 {
+    pub entries: [Entry6; ENTRIES6],
+}
+
+/// Per-ban state, indexed by slot in the `SLOTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotState {
+    /// When the ban stops dropping, in `CLOCK_MONOTONIC` nanoseconds (the clock of
+    /// `bpf_ktime_get_coarse_ns`); zero means never. The program checks it itself so that a ban
+    /// expires on time even while the agent is down.
+    pub expires_ns: u64,
+    /// Packets that matched this ban (dropped, or counted in monitor mode). Shared by all CPUs
+    /// and added to atomically: a per-CPU copy would cost `slots x CPUs x 8` bytes.
+    pub hits: u64,
+}
+
+/// Words of the `CONFIG` map.
+pub mod config {
+    /// Bit flags, see `FLAG_*`.
+    pub const FLAGS: u32 = 0;
+    /// Prefix lengths present in the IPv4 allowlist: bit `32 - len`.
+    pub const ALLOW4_LENS: u32 = 1;
+    /// Prefix lengths present among IPv6 bans: three words, bit `128 - len` counted across them.
+    pub const V6_LENS: u32 = 2;
+    /// Prefix lengths present in the IPv6 allowlist: three words like [`V6_LENS`].
+    pub const ALLOW6_LENS: u32 = 5;
+    /// Number of words.
+    pub const LEN: u32 = 8;
+}
+
+/// Count matches but pass them: for trying a block list safely.
+pub const FLAG_MONITOR: u64 = 1 << 0;
+/// Every IPv4 source is a candidate (a ban wider than the filter can describe cheaply exists).
+pub const FLAG_V4_ALL: u64 = 1 << 1;
+/// Every IPv6 source is a candidate (an IPv6 ban shorter than [`FILTER6_MIN_ENUMERATED`]).
+pub const FLAG_V6_ALL: u64 = 1 << 2;
+/// Log every drop through aya-log. Off by default: logging costs more than the filter.
+pub const FLAG_LOG: u64 = 1 << 3;
+
+/// Bit of prefix length `len` in an IPv4 length mask.
+#[inline(always)]
+pub const fn len_bit4(len: u8) -> u64 {
+    1 << (32 - len as u32)
+}
+
+/// Word index (0..3) and bit of prefix length `len` in an IPv6 length mask.
+#[inline(always)]
+pub const fn len_bit6(len: u8) -> (usize, u64) {
+    let i = 128 - len as u32;
+    ((i / 64) as usize, 1 << (i % 64))
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{Bucket4, Bucket6, Entry4, Entry6, SlotState};
+
+    // SAFETY: all are repr(C) structs of integers with no padding holes the kernel would read.
+    unsafe impl aya::Pod for Entry4 {}
+    unsafe impl aya::Pod for Bucket4 {}
+    unsafe impl aya::Pod for Entry6 {}
+    unsafe impl aya::Pod for Bucket6 {}
+    unsafe impl aya::Pod for SlotState {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Bucket4>() == 64);
+    assert!(core::mem::size_of::<Bucket6>() == 96);
+    assert!(core::mem::size_of::<SlotState>() == 16);
+};

@@ -1,0 +1,291 @@
+//! Ban and allowlist lookups.
+//!
+//! A source is first checked against the family's filter bitmap: a clear bit proves that no ban
+//! can match, which is the answer for nearly all traffic. A candidate then probes the ban table
+//! once per prefix length that can match it, longest first (IPv4: the lengths present in its /16,
+//! from `V4_LENS`; IPv6: the lengths present among all IPv6 bans). Each probe reads at most two
+//! buckets. A found ban that has expired is skipped, so a shorter live ban can still match.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_loop},
+    maps::Array,
+};
+use tracking_common::{
+    Bucket4, Bucket6, SlotState,
+    hash::{buckets4, buckets6, filter_bit4, filter_bit6, mask4, mask6},
+    layout::{ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FLAG_V4_ALL, FLAG_V6_ALL, config, tag_slot},
+};
+
+use crate::maps::{
+    ALLOW4, ALLOW6, SLOTS, V4_BANS, V4_FILTER, V4_LENS, V6_BANS, V6_FILTER, config, v4_bucket_mask,
+    v6_bucket_mask,
+};
+
+/// A live ban that matched.
+pub struct Slot {
+    pub index: u32,
+    state: *mut SlotState,
+}
+
+impl Slot {
+    /// Counts a packet against this ban.
+    #[inline(always)]
+    pub fn hit(&self) {
+        // The BPF target has no compare-and-swap, so `AtomicU64::fetch_add` is unavailable; the
+        // intrinsic lowers to the BPF atomic add that the target does have.
+        // SAFETY: `state` points into the SLOTS array value, which lives as long as the map;
+        // other CPUs add to the same counter, hence the atomic.
+        unsafe {
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*self.state).hits, 1)
+        };
+    }
+}
+
+/// The ban in `slot`, unless it has expired.
+#[inline(always)]
+fn live(index: u32) -> Option<Slot> {
+    let state = SLOTS.get_ptr_mut(index)?;
+    // SAFETY: pointer from a successful array lookup.
+    let expires = unsafe { (*state).expires_ns };
+    // SAFETY: a helper without arguments.
+    if expires != 0 && unsafe { bpf_ktime_get_coarse_ns() } >= expires {
+        return None;
+    }
+    Some(Slot { index, state })
+}
+
+#[inline(always)]
+fn bit_set(filter: &Array<u64>, bit: u32) -> bool {
+    match filter.get(bit >> 6) {
+        Some(word) => (*word >> (bit & 63)) & 1 != 0,
+        None => false,
+    }
+}
+
+/// de Bruijn table for the index of an isolated bit: BPF has no count-trailing-zeros instruction,
+/// and a table load has no branches for the verifier to explore.
+static DEBRUIJN: [u8; 64] = [
+    0, 1, 48, 2, 57, 49, 28, 3, 61, 58, 50, 42, 38, 29, 17, 4, 62, 55, 59, 36, 53, 51, 43, 22, 45,
+    39, 33, 30, 24, 18, 12, 5, 63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21, 44, 32, 23, 11, 46,
+    26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9, 13, 8, 7, 6,
+];
+
+/// Index of the lowest set bit of a non-zero word.
+#[inline(always)]
+fn lowest_bit(x: u64) -> u32 {
+    let isolated = x & x.wrapping_neg();
+    let i = (isolated.wrapping_mul(0x03f7_9d71_b4cb_0a89) >> 58) as usize;
+    // SAFETY: i < 64 by the shift above.
+    unsafe { core::ptr::read_volatile(DEBRUIJN.as_ptr().add(i)) as u32 }
+}
+
+/// Prefix lengths present in a mask of up to three words (bit `width - len` counted across
+/// them), longest first.
+struct Lengths {
+    words: [u64; 3],
+    base: u32,
+    width: u32,
+}
+
+impl Lengths {
+    #[inline(always)]
+    fn v4(mask: u64) -> Self {
+        Lengths {
+            words: [mask, 0, 0],
+            base: 0,
+            width: 32,
+        }
+    }
+
+    #[inline(always)]
+    fn v6(first_word: u32) -> Self {
+        Lengths {
+            words: [
+                config(first_word),
+                config(first_word + 1),
+                config(first_word + 2),
+            ],
+            base: 0,
+            width: 128,
+        }
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<u8> {
+        if self.words[0] == 0 {
+            self.words = [self.words[1], self.words[2], 0];
+            self.base += 64;
+            if self.words[0] == 0 {
+                self.words = [self.words[1], 0, 0];
+                self.base += 64;
+                if self.words[0] == 0 {
+                    return None;
+                }
+            }
+        }
+        let bit = lowest_bit(self.words[0]);
+        self.words[0] &= self.words[0] - 1;
+        Some((self.width - (self.base + bit)) as u8)
+    }
+}
+
+/// The slot of network `addr/len` in an IPv4 table, if present.
+#[inline(always)]
+fn find4(table: &Array<Bucket4>, mask: u32, addr: u32, len: u8) -> Option<u32> {
+    let (b1, b2) = buckets4(addr, len, mask);
+    let want = len as u32 + 1;
+    for b in [b1, b2] {
+        let bucket = table.get(b)?;
+        let mut i = 0;
+        while i < ENTRIES4 {
+            let e = &bucket.entries[i];
+            // One comparison, not two: every branch here is a path the verifier must walk.
+            if (e.addr ^ addr) | ((e.tag & 0xff) ^ want) == 0 {
+                return Some(tag_slot(e.tag));
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The slot of network `hi:lo/len` in an IPv6 table, if present.
+#[inline(always)]
+fn find6(table: &Array<Bucket6>, mask: u32, hi: u64, lo: u64, len: u8) -> Option<u32> {
+    let (b1, b2) = buckets6(hi, lo, len, mask);
+    let want = len as u32 + 1;
+    for b in [b1, b2] {
+        let bucket = table.get(b)?;
+        let mut i = 0;
+        while i < ENTRIES6 {
+            let e = &bucket.entries[i];
+            if (e.hi ^ hi) | (e.lo ^ lo) | ((e.tag & 0xff) ^ want) as u64 == 0 {
+                return Some(tag_slot(e.tag));
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The live ban matching an IPv4 source, longest prefix first.
+#[inline(always)]
+pub fn ban4(src: u32, flags: u64) -> Option<Slot> {
+    if flags & FLAG_V4_ALL == 0 && !bit_set(&V4_FILTER, filter_bit4(src)) {
+        return None;
+    }
+    let mut lens = Lengths::v4(*V4_LENS.get(src >> 16)?);
+    let mask = v4_bucket_mask();
+    // At most one pass per possible length, which also bounds the loop for the verifier.
+    let mut pass = 0;
+    while pass <= 32 {
+        let len = lens.next()?;
+        if let Some(index) = find4(&V4_BANS, mask, mask4(src, len), len) {
+            if let Some(slot) = live(index) {
+                return Some(slot);
+            }
+        }
+        pass += 1;
+    }
+    None
+}
+
+/// The live ban matching an IPv6 source, longest prefix first.
+#[inline(always)]
+pub fn ban6(hi: u64, lo: u64, flags: u64) -> Option<Slot> {
+    if flags & FLAG_V6_ALL == 0 && !bit_set(&V6_FILTER, filter_bit6(hi)) {
+        return None;
+    }
+    let mut probe = Probe6 {
+        hi,
+        lo,
+        lens: Lengths::v6(config::V6_LENS),
+        table: &V6_BANS,
+        mask: v6_bucket_mask(),
+        check_expiry: true,
+        found: None,
+    };
+    probe.run();
+    live(probe.found?)
+}
+
+/// State of an IPv6 lookup driven by `bpf_loop`. IPv6 has 129 possible prefix lengths; an
+/// unrolled loop over them is more than the verifier will walk, while a `bpf_loop` callback is
+/// verified once. IPv4, with 33 lengths and the tightest budget, keeps its plain loop.
+struct Probe6 {
+    hi: u64,
+    lo: u64,
+    lens: Lengths,
+    table: &'static Array<Bucket6>,
+    mask: u32,
+    /// Skip expired entries (bans) or not (allowlist entries never expire).
+    check_expiry: bool,
+    found: Option<u32>,
+}
+
+impl Probe6 {
+    #[inline(always)]
+    fn run(&mut self) {
+        // SAFETY: the callback receives `self` back as its context and is done with it when
+        // bpf_loop returns.
+        unsafe {
+            bpf_loop(
+                129,
+                probe6_step as *mut c_void,
+                (self as *mut Probe6).cast(),
+                0,
+            )
+        };
+    }
+}
+
+/// One prefix length of a [`Probe6`]: 0 to go on, 1 to stop.
+extern "C" fn probe6_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Probe6` passed to bpf_loop by `Probe6::run`.
+    let probe = unsafe { &mut *ctx.cast::<Probe6>() };
+    let Some(len) = probe.lens.next() else {
+        return 1;
+    };
+    let (hi, lo) = mask6(probe.hi, probe.lo, len);
+    match find6(probe.table, probe.mask, hi, lo, len) {
+        Some(index) if !probe.check_expiry || live(index).is_some() => {
+            probe.found = Some(index);
+            1
+        }
+        _ => 0,
+    }
+}
+
+/// Whether an IPv4 source is inside an allowlisted network.
+#[inline(always)]
+pub fn allowed4(src: u32) -> bool {
+    let mut lens = Lengths::v4(config(config::ALLOW4_LENS));
+    let mut pass = 0;
+    while pass <= 32 {
+        let Some(len) = lens.next() else { return false };
+        if find4(&ALLOW4, ALLOW_BUCKETS - 1, mask4(src, len), len).is_some() {
+            return true;
+        }
+        pass += 1;
+    }
+    false
+}
+
+/// Whether an IPv6 source is inside an allowlisted network.
+#[inline(always)]
+pub fn allowed6(hi: u64, lo: u64) -> bool {
+    let mut probe = Probe6 {
+        hi,
+        lo,
+        lens: Lengths::v6(config::ALLOW6_LENS),
+        table: &ALLOW6,
+        mask: ALLOW_BUCKETS - 1,
+        check_expiry: false,
+        found: None,
+    };
+    probe.run();
+    probe.found.is_some()
+}

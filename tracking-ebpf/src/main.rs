@@ -1,0 +1,88 @@
+//! The XDP ban filter: drop every packet whose source address is banned.
+//!
+//! The whole data path, top to bottom:
+//! 1. [`parse::source`] reads the source address (Ethernet, up to two VLAN tags, IPv4 or IPv6),
+//!    checking bounds before every read.
+//! 2. [`lookup`] asks the source filter whether any ban can match; most traffic stops here after
+//!    one load. Candidates probe the ban table once per prefix length present near them, and a
+//!    match is then checked against its expiry and the allowlist.
+//! 3. [`tracking`] records the verdict in a per-CPU counter and returns it: the single exit.
+//!
+//! Non-IP and malformed frames always pass: a filter for banned sources has no business dropping
+//! what it cannot read, and it never returns `XDP_ABORTED` on traffic.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd: the BPF target has no CAS for AtomicU64"
+)]
+
+mod lookup;
+mod maps;
+mod parse;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use tracking_common::{
+    layout::{FLAG_LOG, FLAG_MONITOR},
+    stats::Verdict,
+};
+
+use crate::parse::Source;
+
+#[xdp]
+pub fn tracking(ctx: XdpContext) -> u32 {
+    let verdict = classify(&ctx);
+    maps::count(verdict, (ctx.data_end() - ctx.data()) as u64);
+    match verdict {
+        Verdict::Dropped => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+#[inline(always)]
+fn classify(ctx: &XdpContext) -> Verdict {
+    let flags = maps::flags();
+    let matched = match parse::source(ctx) {
+        Source::NotIp => return Verdict::NotIp,
+        Source::Malformed => return Verdict::Malformed,
+        Source::V4(addr) => match lookup::ban4(addr, flags) {
+            None => return Verdict::Passed,
+            Some(_) if lookup::allowed4(addr) => return Verdict::Allowed,
+            Some(slot) => {
+                if flags & FLAG_LOG != 0 {
+                    aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", addr, slot.index);
+                }
+                slot
+            }
+        },
+        Source::V6(hi, lo) => match lookup::ban6(hi, lo, flags) {
+            None => return Verdict::Passed,
+            Some(_) if lookup::allowed6(hi, lo) => return Verdict::Allowed,
+            Some(slot) => {
+                if flags & FLAG_LOG != 0 {
+                    let bytes = ((hi as u128) << 64 | lo as u128).to_be_bytes();
+                    aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", bytes, slot.index);
+                }
+                slot
+            }
+        },
+    };
+    matched.hit();
+    if flags & FLAG_MONITOR != 0 {
+        Verdict::Monitored
+    } else {
+        Verdict::Dropped
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// GPL-compatible, as required by the helpers aya-log uses.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
