@@ -7,5 +7,6 @@
 
 pub mod ban;
 pub mod blocklist;
+pub mod kernel;
 pub mod store;
 pub mod time;

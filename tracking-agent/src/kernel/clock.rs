@@ -1,0 +1,54 @@
+//! Conversion between wall-clock expiries (what operators and the store speak) and the
+//! `CLOCK_MONOTONIC` nanoseconds the program compares against (`bpf_ktime_get_coarse_ns`).
+
+use crate::time::Timestamp;
+
+/// A pairing of the two clocks taken at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock;
+
+impl Clock {
+    pub fn new() -> Self {
+        Clock
+    }
+
+    fn now() -> (Timestamp, u64) {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid pointer to a timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        (Timestamp::now(), mono)
+    }
+
+    /// The monotonic deadline for a wall-clock expiry; 0 for none. A time already past maps to
+    /// 1, which the program treats as expired.
+    pub fn to_mono(&self, expires: Option<Timestamp>) -> u64 {
+        let Some(expires) = expires else { return 0 };
+        let (wall, mono) = Self::now();
+        let ahead_ms = expires.as_millis() - wall.as_millis();
+        if ahead_ms <= 0 {
+            1
+        } else {
+            mono.saturating_add(ahead_ms as u64 * 1_000_000)
+        }
+    }
+
+    /// The wall-clock time of a monotonic deadline; `None` for 0 (never).
+    pub fn to_wall(&self, expires_ns: u64) -> Option<Timestamp> {
+        if expires_ns == 0 {
+            return None;
+        }
+        let (wall, mono) = Self::now();
+        let delta_ms = (expires_ns as i128 - mono as i128) / 1_000_000;
+        Some(Timestamp::from_millis(wall.as_millis() + delta_ms as i64))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}

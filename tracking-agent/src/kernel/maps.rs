@@ -1,0 +1,477 @@
+//! The program's maps as the agent keeps them: bans, allowlist, filters and configuration.
+//!
+//! The tables are the agent's only copy of what the kernel enforces: a restarted agent reads
+//! them back from the pinned maps, hit counters included, and nothing else needs to survive.
+//!
+//! Derived state (the source filters and the prefix-length masks) must cover every ban at every
+//! instant. Adding a ban only sets bits, after its entry is written; removing bans clears their
+//! entries first and then rebuilds the derived words from the tables, publishing only words that
+//! changed. A word rewritten that way still has every bit the untouched bans need, so no
+//! unchanged ban is ever unenforced during an update.
+
+use std::{collections::HashSet, sync::atomic::Ordering};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use tracking_common::{
+    hash::{filter_bit4, filter_bit6},
+    layout::{
+        FILTER_WORDS, FILTER6_MIN_ENUMERATED, FILTER6_PREFIX, FLAG_LOG, FLAG_MONITOR, FLAG_V6_ALL,
+        V4_LENS_WORDS, config, len_bit4, len_bit6,
+    },
+};
+
+use super::{
+    KernelError,
+    clock::Clock,
+    mmap::Words,
+    table::{Table, V4, V6, split6},
+};
+use crate::{ban::Effective, time::Timestamp};
+
+/// A ban as the kernel holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelBan {
+    /// Index of its state in `SLOTS`.
+    pub slot: u32,
+    /// When the program stops honouring it (`None`: never).
+    pub expires: Option<Timestamp>,
+    /// Packets it matched.
+    pub hits: u64,
+}
+
+/// What an [`Maps::apply`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+}
+
+/// Mapped views of every table, filter and configuration map.
+pub struct Maps {
+    pub(super) config: Words,
+    v4_filter: Words,
+    v4_lens: Words,
+    v6_filter: Words,
+    v4: Table<V4>,
+    v6: Table<V6>,
+    slots: Words,
+    allow4: Table<V4>,
+    allow6: Table<V6>,
+    /// Free slots, lowest on top.
+    free: Vec<u32>,
+    /// Capacity of each family, as configured; the tables are sized for it at half load.
+    max_v4: usize,
+    max_v6: usize,
+    clock: Clock,
+}
+
+/// Mappings of every map, in the order [`Maps::new`] takes them.
+pub struct Mappings {
+    pub config: Words,
+    pub v4_filter: Words,
+    pub v4_lens: Words,
+    pub v6_filter: Words,
+    pub v4_bans: Words,
+    pub v6_bans: Words,
+    pub slots: Words,
+    pub allow4: Words,
+    pub allow6: Words,
+}
+
+impl Maps {
+    /// Takes over the mappings, reading back the slots in use.
+    pub fn new(m: Mappings, max_v4: usize, max_v6: usize) -> Result<Self, KernelError> {
+        let maps = Maps {
+            config: m.config,
+            v4_filter: m.v4_filter,
+            v4_lens: m.v4_lens,
+            v6_filter: m.v6_filter,
+            v4: Table::new(m.v4_bans)?,
+            v6: Table::new(m.v6_bans)?,
+            slots: m.slots,
+            allow4: Table::new(m.allow4)?,
+            allow6: Table::new(m.allow6)?,
+            free: Vec::new(),
+            max_v4,
+            max_v6,
+            clock: Clock::new(),
+        };
+        let slot_count = maps.slots.len() / 2;
+        let mut used = vec![false; slot_count];
+        for (_, slot) in maps.v4.iter() {
+            if let Some(u) = used.get_mut(slot as usize) {
+                *u = true;
+            }
+        }
+        for (_, slot) in maps.v6.iter() {
+            if let Some(u) = used.get_mut(slot as usize) {
+                *u = true;
+            }
+        }
+        let free = (0..slot_count as u32)
+            .rev()
+            .filter(|&s| !used[s as usize])
+            .collect();
+        Ok(Maps { free, ..maps })
+    }
+
+    /// Number of IPv4 and IPv6 bans held.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.v4.iter().count(), self.v6.iter().count())
+    }
+
+    /// Configured capacity of each family.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.max_v4, self.max_v6)
+    }
+
+    /// The ban held for `net`, if any.
+    pub fn get(&self, net: &IpNet) -> Option<KernelBan> {
+        let slot = match net {
+            IpNet::V4(n) => self.v4.get(n),
+            IpNet::V6(n) => self.v6.get(n),
+        }?;
+        Some(self.ban_at(slot))
+    }
+
+    fn ban_at(&self, slot: u32) -> KernelBan {
+        let expires_ns = self.slots[slot as usize * 2].load(Ordering::Relaxed);
+        let hits = self.slots[slot as usize * 2 + 1].load(Ordering::Relaxed);
+        KernelBan {
+            slot,
+            expires: self.clock.to_wall(expires_ns),
+            hits,
+        }
+    }
+
+    /// Every ban held.
+    pub fn bans(&self) -> Vec<(IpNet, KernelBan)> {
+        let v4 = self.v4.iter().map(|(n, s)| (IpNet::V4(n), s));
+        let v6 = self.v6.iter().map(|(n, s)| (IpNet::V6(n), s));
+        v4.chain(v6).map(|(n, s)| (n, self.ban_at(s))).collect()
+    }
+
+    /// Applies effects in one batch: new bans are enforced, removed ones stop, and bans not
+    /// named are never unenforced meanwhile.
+    pub fn apply(&mut self, effects: &[(IpNet, Effective)]) -> Result<Applied, KernelError> {
+        let mut applied = Applied::default();
+        let mut removed_any = false;
+        let mut v4_count = None;
+        let mut v6_count = None;
+        // Removals first, so a batch that swaps bans never needs more than capacity.
+        for (net, effect) in effects {
+            if *effect == Effective::Unbanned {
+                let slot = match net {
+                    IpNet::V4(n) => self.v4.remove(n),
+                    IpNet::V6(n) => self.v6.remove(n),
+                };
+                if let Some(slot) = slot {
+                    self.free.push(slot);
+                    applied.removed += 1;
+                    removed_any = true;
+                }
+            }
+        }
+        for (net, effect) in effects {
+            let Effective::Banned { expires } = *effect else {
+                continue;
+            };
+            let expires_ns = self.clock.to_mono(expires);
+            if let Some(existing) = self.get(net) {
+                if !same_expiry(existing.expires, expires) {
+                    self.slots[existing.slot as usize * 2].store(expires_ns, Ordering::Release);
+                    applied.updated += 1;
+                }
+                continue;
+            }
+            let (count, max) = match net {
+                IpNet::V4(_) => (
+                    v4_count.get_or_insert_with(|| self.v4.iter().count()),
+                    self.max_v4,
+                ),
+                IpNet::V6(_) => (
+                    v6_count.get_or_insert_with(|| self.v6.iter().count()),
+                    self.max_v6,
+                ),
+            };
+            if *count >= max {
+                return Err(KernelError::Full {
+                    network: *net,
+                    capacity: max,
+                });
+            }
+            let slot = self.free.pop().ok_or(KernelError::Full {
+                network: *net,
+                capacity: max,
+            })?;
+            // State before entry: the program may match the entry as soon as it is written.
+            self.slots[slot as usize * 2].store(expires_ns, Ordering::Release);
+            self.slots[slot as usize * 2 + 1].store(0, Ordering::Release);
+            let inserted = match net {
+                IpNet::V4(n) => self.v4.insert(n, slot),
+                IpNet::V6(n) => self.v6.insert(n, slot),
+            };
+            if inserted.is_err() {
+                self.free.push(slot);
+                return Err(KernelError::Full {
+                    network: *net,
+                    capacity: max,
+                });
+            }
+            *count += 1;
+            self.cover(net);
+            applied.added += 1;
+        }
+        if removed_any {
+            self.rebuild_derived();
+        }
+        Ok(applied)
+    }
+
+    /// Sets the derived bits a newly added ban needs.
+    fn cover(&self, net: &IpNet) {
+        match net {
+            IpNet::V4(n) => {
+                cover4(
+                    n,
+                    &mut |w, bits| {
+                        self.v4_filter[w].fetch_or(bits, Ordering::Release);
+                    },
+                    &mut |w, bits| {
+                        self.v4_lens[w].fetch_or(bits, Ordering::Release);
+                    },
+                );
+            }
+            IpNet::V6(n) => {
+                let mut all = false;
+                cover6(
+                    n,
+                    &mut |w, bits| {
+                        self.v6_filter[w].fetch_or(bits, Ordering::Release);
+                    },
+                    &mut all,
+                );
+                let (w, bit) = len_bit6(n.prefix_len());
+                self.config[(config::V6_LENS as usize) + w].fetch_or(bit, Ordering::Release);
+                if all {
+                    self.config[config::FLAGS as usize].fetch_or(FLAG_V6_ALL, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Recomputes filters and length masks from the tables and publishes the words that differ.
+    pub fn rebuild_derived(&self) {
+        let mut f4 = vec![0u64; FILTER_WORDS as usize];
+        let mut l4 = vec![0u64; V4_LENS_WORDS as usize];
+        for (n, _) in self.v4.iter() {
+            cover4(&n, &mut |w, bits| f4[w] |= bits, &mut |w, bits| {
+                l4[w] |= bits
+            });
+        }
+        let mut f6 = vec![0u64; FILTER_WORDS as usize];
+        let mut l6 = [0u64; 3];
+        let mut all6 = false;
+        for (n, _) in self.v6.iter() {
+            cover6(&n, &mut |w, bits| f6[w] |= bits, &mut all6);
+            let (w, bit) = len_bit6(n.prefix_len());
+            l6[w] |= bit;
+        }
+        publish(&self.v4_filter, &f4);
+        publish(&self.v4_lens, &l4);
+        publish(&self.v6_filter, &f6);
+        let lens = &self.config[config::V6_LENS as usize..config::V6_LENS as usize + 3];
+        publish(lens, &l6);
+        let flags = &self.config[config::FLAGS as usize];
+        if all6 {
+            flags.fetch_or(FLAG_V6_ALL, Ordering::Release);
+        } else {
+            flags.fetch_and(!FLAG_V6_ALL, Ordering::Release);
+        }
+    }
+
+    /// The allowlist held.
+    pub fn allowlist(&self) -> Vec<IpNet> {
+        let v4 = self.allow4.iter().map(|(n, _)| IpNet::V4(n));
+        v4.chain(self.allow6.iter().map(|(n, _)| IpNet::V6(n)))
+            .collect()
+    }
+
+    /// Makes the allowlist exactly `nets`.
+    pub fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), KernelError> {
+        let want: HashSet<IpNet> = nets.iter().copied().collect();
+        let have: HashSet<IpNet> = self.allowlist().into_iter().collect();
+        // Additions first: an address that moves from one allowed network to another stays
+        // allowed throughout.
+        for net in want.difference(&have) {
+            let ok = match net {
+                IpNet::V4(n) => self.allow4.insert(n, 0),
+                IpNet::V6(n) => self.allow6.insert(n, 0),
+            };
+            if ok.is_err() {
+                let capacity = match net {
+                    IpNet::V4(_) => self.allow4.entries(),
+                    IpNet::V6(_) => self.allow6.entries(),
+                };
+                return Err(KernelError::Full {
+                    network: *net,
+                    capacity,
+                });
+            }
+            let (word, bit) = match net {
+                IpNet::V4(n) => (config::ALLOW4_LENS as usize, len_bit4(n.prefix_len())),
+                IpNet::V6(n) => {
+                    let (w, bit) = len_bit6(n.prefix_len());
+                    (config::ALLOW6_LENS as usize + w, bit)
+                }
+            };
+            self.config[word].fetch_or(bit, Ordering::Release);
+        }
+        for net in have.difference(&want) {
+            match net {
+                IpNet::V4(n) => self.allow4.remove(n),
+                IpNet::V6(n) => self.allow6.remove(n),
+            };
+        }
+        let mut l4 = 0u64;
+        let mut l6 = [0u64; 3];
+        for (n, _) in self.allow4.iter() {
+            l4 |= len_bit4(n.prefix_len());
+        }
+        for (n, _) in self.allow6.iter() {
+            let (w, bit) = len_bit6(n.prefix_len());
+            l6[w] |= bit;
+        }
+        self.config[config::ALLOW4_LENS as usize].store(l4, Ordering::Release);
+        let words = &self.config[config::ALLOW6_LENS as usize..config::ALLOW6_LENS as usize + 3];
+        publish(words, &l6);
+        Ok(())
+    }
+
+    /// Turns monitor mode (count matches, drop nothing) on or off.
+    pub fn set_monitor(&self, on: bool) {
+        self.set_flag(FLAG_MONITOR, on);
+    }
+
+    pub fn monitor(&self) -> bool {
+        self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_MONITOR != 0
+    }
+
+    /// Turns logging of every match through aya-log on or off.
+    pub fn set_log_matches(&self, on: bool) {
+        self.set_flag(FLAG_LOG, on);
+    }
+
+    fn set_flag(&self, flag: u64, on: bool) {
+        let word = &self.config[config::FLAGS as usize];
+        if on {
+            word.fetch_or(flag, Ordering::Release);
+        } else {
+            word.fetch_and(!flag, Ordering::Release);
+        }
+    }
+
+    /// Whether the IPv6 filter is off because of a very wide IPv6 ban.
+    pub fn v6_filter_off(&self) -> bool {
+        self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_V6_ALL != 0
+    }
+}
+
+/// Whether two expiries are the same as far as the kernel can tell: its copy is a monotonic
+/// deadline, which reads back to the wall clock within a few milliseconds.
+pub fn same_expiry(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => (a.as_millis() - b.as_millis()).abs() < 1000,
+        _ => false,
+    }
+}
+
+/// Stores `new` into `words` where they differ.
+fn publish(words: &[std::sync::atomic::AtomicU64], new: &[u64]) {
+    for (w, &v) in words.iter().zip(new) {
+        if w.load(Ordering::Relaxed) != v {
+            w.store(v, Ordering::Release);
+        }
+    }
+}
+
+/// Calls `filter(word, bits)` for the /24 filter bits of an IPv4 ban and `lens(word, bits)` for
+/// its length bit in each /16 it overlaps.
+fn cover4(net: &Ipv4Net, filter: &mut impl FnMut(usize, u64), lens: &mut impl FnMut(usize, u64)) {
+    let addr = net.network().to_bits();
+    let len = net.prefix_len();
+    let first = filter_bit4(addr) as usize;
+    let count = 1usize << 24u8.saturating_sub(len);
+    for_bit_range(first, count, filter);
+    let bit = len_bit4(len);
+    let first16 = (addr >> 16) as usize;
+    for w in first16..first16 + (1usize << 16u8.saturating_sub(len)) {
+        lens(w, bit);
+    }
+}
+
+/// Calls `filter(word, bits)` for the filter bits of an IPv6 ban, or sets `all` when the ban is
+/// too wide to enumerate.
+fn cover6(net: &Ipv6Net, filter: &mut impl FnMut(usize, u64), all: &mut bool) {
+    let len = net.prefix_len();
+    let (hi, _) = split6(net.network());
+    if len < FILTER6_MIN_ENUMERATED {
+        *all = true;
+        return;
+    }
+    let shift = 64 - FILTER6_PREFIX as u32;
+    let top = hi >> shift;
+    let count = 1u64 << FILTER6_PREFIX.saturating_sub(len);
+    for k in 0..count {
+        let bit = filter_bit6((top + k) << shift) as usize;
+        filter(bit / 64, 1 << (bit % 64));
+    }
+}
+
+/// Calls `f(word, bits)` for bits `first..first + count` of a bitmap, a word at a time.
+fn for_bit_range(first: usize, count: usize, f: &mut impl FnMut(usize, u64)) {
+    let end = first + count;
+    let mut bit = first;
+    while bit < end {
+        let word = bit / 64;
+        let lo = bit % 64;
+        let hi = (end - word * 64).min(64);
+        let bits = if hi - lo == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << (hi - lo)) - 1) << lo
+        };
+        f(word, bits);
+        bit = word * 64 + hi;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_ranges_cover_exactly() {
+        let mut bits = vec![0u64; 4];
+        for_bit_range(3, 130, &mut |w, b| bits[w] |= b);
+        let set: Vec<usize> = (0..256)
+            .filter(|&i| bits[i / 64] >> (i % 64) & 1 == 1)
+            .collect();
+        assert_eq!(set, (3..133).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_ipv4_slash_16_covers_256_filter_bits_and_one_lens_word() {
+        let net: Ipv4Net = "10.1.0.0/16".parse().unwrap();
+        let mut filter = Vec::new();
+        let mut lens = Vec::new();
+        cover4(&net, &mut |w, b| filter.push((w, b)), &mut |w, b| {
+            lens.push((w, b))
+        });
+        let total: u32 = filter.iter().map(|(_, b)| b.count_ones()).sum();
+        assert_eq!(total, 256);
+        assert_eq!(lens, vec![(0x0a01, len_bit4(16))]);
+    }
+}

@@ -1,0 +1,419 @@
+//! The XDP program's verdicts on crafted frames, through BPF_PROG_TEST_RUN.
+//!
+//! Each test loads its own copy of the program with its own pins, so tests run in parallel.
+//! Needs root (loading BPF programs); the suite's `cargo xtask test` runs it as root.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use tracking_agent::{
+    ban::Effective,
+    kernel::{
+        Options, Program,
+        frames::{self, Vlan},
+        program::detach_all,
+    },
+    time::Timestamp,
+};
+use tracking_common::stats::Verdict;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+/// A loaded program with throwaway pins, removed on drop.
+struct Filter {
+    program: Option<Program>,
+    pins: PathBuf,
+}
+
+impl Filter {
+    fn new() -> Filter {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the verdict tests load BPF programs and need root; run them with `cargo xtask test`"
+        );
+        static N: AtomicU32 = AtomicU32::new(0);
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/trk-verdict-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let program = Program::load(&Options {
+            pin_dir: pins.clone(),
+            max_bans_v4: 4096,
+            max_bans_v6: 1024,
+        })
+        .expect("load the program");
+        Filter {
+            program: Some(program),
+            pins,
+        }
+    }
+
+    fn program(&mut self) -> &mut Program {
+        self.program.as_mut().expect("loaded")
+    }
+
+    fn ban(&mut self, nets: &[&str]) {
+        self.ban_until(nets, None);
+    }
+
+    fn ban_until(&mut self, nets: &[&str], expires: Option<Timestamp>) {
+        let effects: Vec<_> = nets
+            .iter()
+            .map(|n| (net(n), Effective::Banned { expires }))
+            .collect();
+        self.program().maps.apply(&effects).expect("apply bans");
+    }
+
+    fn unban(&mut self, nets: &[&str]) {
+        let effects: Vec<_> = nets.iter().map(|n| (net(n), Effective::Unbanned)).collect();
+        self.program().maps.apply(&effects).expect("apply unbans");
+    }
+
+    fn allow(&mut self, nets: &[&str]) {
+        let nets: Vec<IpNet> = nets.iter().map(|n| net(n)).collect();
+        self.program().maps.set_allowlist(&nets).expect("allowlist");
+    }
+
+    fn run(&mut self, frame: &[u8]) -> u32 {
+        self.program().test_run(frame, 1).expect("test run").0
+    }
+
+    fn verdict_of(&mut self, src: &str) -> u32 {
+        let src: IpAddr = src.parse().unwrap();
+        let dst: IpAddr = if src.is_ipv4() {
+            "198.51.100.1".parse().unwrap()
+        } else {
+            "2001:db8:ffff::1".parse().unwrap()
+        };
+        self.run(&frames::udp(src, dst, &[]))
+    }
+
+    fn counter(&mut self, v: Verdict) -> u64 {
+        self.program().counters().expect("counters")[v as usize].packets
+    }
+
+    fn hits(&mut self, n: &str) -> u64 {
+        self.program().maps.get(&net(n)).expect("ban present").hits
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        drop(self.program.take());
+        if let Err(e) = detach_all(&self.pins) {
+            eprintln!("cleanup of {}: {e}", self.pins.display());
+        }
+    }
+}
+
+fn net(s: &str) -> IpNet {
+    tracking_agent::ban::parse_network(s)
+        .expect("valid network")
+        .0
+}
+
+#[test]
+fn an_exact_ipv4_ban_drops_that_source_and_passes_others() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.7"]);
+    assert_eq!(f.verdict_of("192.0.2.7"), XDP_DROP);
+    assert_eq!(f.verdict_of("192.0.2.8"), XDP_PASS);
+    assert_eq!(f.verdict_of("10.0.0.1"), XDP_PASS);
+    assert_eq!(f.counter(Verdict::Dropped), 1);
+    assert_eq!(f.counter(Verdict::Passed), 2);
+    assert_eq!(f.hits("192.0.2.7"), 1);
+}
+
+#[test]
+fn an_exact_ipv6_ban_drops_that_source_and_passes_others() {
+    let mut f = Filter::new();
+    f.ban(&["2001:db8::7"]);
+    assert_eq!(f.verdict_of("2001:db8::7"), XDP_DROP);
+    assert_eq!(f.verdict_of("2001:db8::8"), XDP_PASS);
+    assert_eq!(f.verdict_of("2001:db9::7"), XDP_PASS);
+    assert_eq!(f.hits("2001:db8::7"), 1);
+}
+
+#[test]
+fn ipv4_prefix_bans_of_every_length_drop_their_whole_network() {
+    for len in [0u8, 1, 7, 8, 15, 16, 17, 23, 24, 25, 31, 32] {
+        let mut f = Filter::new();
+        let n = format!("203.0.113.77/{len}");
+        f.ban(&[&n]);
+        assert_eq!(
+            f.verdict_of("203.0.113.77"),
+            XDP_DROP,
+            "/{len}, the address itself"
+        );
+        let first = net(&n).network().to_string();
+        assert_eq!(
+            f.verdict_of(&first),
+            XDP_DROP,
+            "/{len}, first address {first}"
+        );
+        if let IpNet::V4(v4) = net(&n) {
+            if len > 0 {
+                let outside = u32::from(v4.broadcast()).wrapping_add(1);
+                let outside = std::net::Ipv4Addr::from(outside).to_string();
+                assert_eq!(
+                    f.verdict_of(&outside),
+                    XDP_PASS,
+                    "/{len}, just outside: {outside}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ipv6_prefix_bans_of_many_lengths_drop_their_whole_network() {
+    for len in [0u8, 16, 27, 28, 32, 47, 48, 56, 64, 65, 96, 127, 128] {
+        let mut f = Filter::new();
+        let n = format!("2001:db8:1234:5678:9abc:def0:1234:5678/{len}");
+        f.ban(&[&n]);
+        assert_eq!(
+            f.verdict_of("2001:db8:1234:5678:9abc:def0:1234:5678"),
+            XDP_DROP,
+            "/{len}"
+        );
+        if let IpNet::V6(v6) = net(&n) {
+            assert_eq!(
+                f.verdict_of(&v6.network().to_string()),
+                XDP_DROP,
+                "/{len}, first address"
+            );
+            if len > 0 {
+                let outside = u128::from(v6.broadcast()).wrapping_add(1);
+                let outside = std::net::Ipv6Addr::from(outside).to_string();
+                assert_eq!(
+                    f.verdict_of(&outside),
+                    XDP_PASS,
+                    "/{len}, just outside: {outside}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_longest_matching_ban_is_the_one_counted() {
+    let mut f = Filter::new();
+    f.ban(&["10.1.0.0/16", "10.1.2.0/24", "10.1.2.3"]);
+    assert_eq!(f.verdict_of("10.1.2.3"), XDP_DROP);
+    assert_eq!(f.verdict_of("10.1.2.4"), XDP_DROP);
+    assert_eq!(f.verdict_of("10.1.9.9"), XDP_DROP);
+    assert_eq!(
+        (
+            f.hits("10.1.2.3"),
+            f.hits("10.1.2.0/24"),
+            f.hits("10.1.0.0/16")
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn frames_with_one_and_two_vlan_tags_are_filtered_like_untagged_ones() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.7", "2001:db8::7"]);
+    let tags: [&[Vlan]; 3] = [
+        &[Vlan::Dot1Q(10)],
+        &[Vlan::Dot1Ad(100), Vlan::Dot1Q(10)],
+        &[Vlan::Dot1Q(1), Vlan::Dot1Q(2)],
+    ];
+    for vlans in tags {
+        let banned4 = frames::udp(
+            "192.0.2.7".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+            vlans,
+        );
+        let other4 = frames::udp(
+            "192.0.2.8".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+            vlans,
+        );
+        let banned6 = frames::udp(
+            "2001:db8::7".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+            vlans,
+        );
+        assert_eq!(f.run(&banned4), XDP_DROP, "{vlans:?}");
+        assert_eq!(f.run(&other4), XDP_PASS, "{vlans:?}");
+        assert_eq!(f.run(&banned6), XDP_DROP, "{vlans:?}");
+    }
+    // A third tag is deeper than the program looks: not IP as far as it can tell.
+    let three = frames::udp(
+        "192.0.2.7".parse().unwrap(),
+        "198.51.100.1".parse().unwrap(),
+        &[Vlan::Dot1Ad(1), Vlan::Dot1Q(2), Vlan::Dot1Q(3)],
+    );
+    let before = f.counter(Verdict::NotIp);
+    assert_eq!(f.run(&three), XDP_PASS);
+    assert_eq!(f.counter(Verdict::NotIp), before + 1);
+}
+
+#[test]
+fn the_allowlist_wins_over_any_ban() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.0/24", "2001:db8::/32"]);
+    f.allow(&["192.0.2.128/25", "2001:db8:aaaa::/48"]);
+    assert_eq!(f.verdict_of("192.0.2.200"), XDP_PASS);
+    assert_eq!(f.verdict_of("192.0.2.100"), XDP_DROP);
+    assert_eq!(f.verdict_of("2001:db8:aaaa::1"), XDP_PASS);
+    assert_eq!(f.verdict_of("2001:db8:bbbb::1"), XDP_DROP);
+    assert_eq!(f.counter(Verdict::Allowed), 2);
+    f.allow(&[]);
+    assert_eq!(f.verdict_of("192.0.2.200"), XDP_DROP);
+}
+
+#[test]
+fn an_expired_ban_stops_dropping_by_itself() {
+    let mut f = Filter::new();
+    let past = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);
+    f.ban_until(&["192.0.2.1", "2001:db8::1"], Some(past));
+    assert_eq!(f.verdict_of("192.0.2.1"), XDP_PASS);
+    assert_eq!(f.verdict_of("2001:db8::1"), XDP_PASS);
+
+    let soon = Timestamp::now().plus(Duration::from_millis(700));
+    f.ban_until(&["192.0.2.2"], Some(soon));
+    assert_eq!(f.verdict_of("192.0.2.2"), XDP_DROP);
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(
+        f.verdict_of("192.0.2.2"),
+        XDP_PASS,
+        "still dropped after its expiry"
+    );
+}
+
+#[test]
+fn an_expired_longer_ban_lets_a_shorter_live_one_match() {
+    let mut f = Filter::new();
+    let past = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);
+    f.ban_until(&["192.0.2.1"], Some(past));
+    f.ban(&["192.0.2.0/24"]);
+    assert_eq!(f.verdict_of("192.0.2.1"), XDP_DROP);
+    assert_eq!(f.hits("192.0.2.0/24"), 1);
+}
+
+#[test]
+fn monitor_mode_counts_matches_but_passes_them() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.7"]);
+    f.program().maps.set_monitor(true);
+    assert_eq!(f.verdict_of("192.0.2.7"), XDP_PASS);
+    assert_eq!(f.counter(Verdict::Monitored), 1);
+    assert_eq!(f.counter(Verdict::Dropped), 0);
+    assert_eq!(f.hits("192.0.2.7"), 1);
+    f.program().maps.set_monitor(false);
+    assert_eq!(f.verdict_of("192.0.2.7"), XDP_DROP);
+}
+
+#[test]
+fn unbanning_restores_traffic_and_keeps_neighbours_banned() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.7", "192.0.2.8", "192.0.2.0/28", "2001:db8::7"]);
+    f.unban(&["192.0.2.7", "2001:db8::7"]);
+    assert_eq!(f.verdict_of("192.0.2.7"), XDP_DROP, "still inside the /28");
+    f.unban(&["192.0.2.0/28"]);
+    assert_eq!(f.verdict_of("192.0.2.7"), XDP_PASS);
+    assert_eq!(f.verdict_of("192.0.2.8"), XDP_DROP);
+    assert_eq!(f.verdict_of("2001:db8::7"), XDP_PASS);
+}
+
+#[test]
+fn non_ip_frames_pass_and_are_counted() {
+    let mut f = Filter::new();
+    f.ban(&["0.0.0.0/0"]);
+    assert_eq!(f.run(&frames::arp()), XDP_PASS);
+    assert_eq!(f.counter(Verdict::NotIp), 1);
+}
+
+#[test]
+fn every_truncation_of_every_frame_kind_passes_and_is_never_aborted() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.7", "2001:db8::7"]);
+    let tags: [&[Vlan]; 3] = [
+        &[],
+        &[Vlan::Dot1Q(10)],
+        &[Vlan::Dot1Ad(100), Vlan::Dot1Q(10)],
+    ];
+    for vlans in tags {
+        for v6 in [false, true] {
+            let (src, dst): (IpAddr, IpAddr) = if v6 {
+                (
+                    "2001:db8::7".parse().unwrap(),
+                    "2001:db8::1".parse().unwrap(),
+                )
+            } else {
+                (
+                    "192.0.2.7".parse().unwrap(),
+                    "198.51.100.1".parse().unwrap(),
+                )
+            };
+            let full = frames::udp(src, dst, vlans);
+            let needed = frames::headers_len(vlans, v6);
+            // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header.
+            for len in 14..full.len() {
+                let before = f.counter(Verdict::Malformed);
+                let verdict = f.run(&full[..len]);
+                if len < needed {
+                    assert_eq!(verdict, XDP_PASS, "{vlans:?} v6={v6} len={len}");
+                    assert_eq!(
+                        f.counter(Verdict::Malformed),
+                        before + 1,
+                        "{vlans:?} v6={v6} len={len}"
+                    );
+                } else {
+                    assert_eq!(
+                        verdict, XDP_DROP,
+                        "{vlans:?} v6={v6} len={len}: headers are whole"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_ipv4_header_with_a_bad_version_or_length_is_malformed() {
+    let mut f = Filter::new();
+    f.ban(&["192.0.2.7"]);
+    let good = frames::udp(
+        "192.0.2.7".parse().unwrap(),
+        "198.51.100.1".parse().unwrap(),
+        &[],
+    );
+    for (byte, what) in [
+        (0x44u8, "IHL 4"),
+        (0x55, "version 5"),
+        (0x4f, "IHL 15 beyond the frame"),
+    ] {
+        let mut bad = good.clone();
+        bad[14] = byte;
+        let before = f.counter(Verdict::Malformed);
+        assert_eq!(f.run(&bad), XDP_PASS, "{what}");
+        assert_eq!(f.counter(Verdict::Malformed), before + 1, "{what}");
+    }
+}
+
+#[test]
+fn a_full_table_is_refused_with_a_clear_error() {
+    let mut f = Filter::new();
+    let effects: Vec<_> = (0..4097u32)
+        .map(|i| {
+            (
+                IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
+                Effective::Banned { expires: None },
+            )
+        })
+        .collect();
+    let err = f.program().maps.apply(&effects).unwrap_err().to_string();
+    assert!(err.contains("full") && err.contains("4096"), "{err}");
+}
