@@ -1,1 +1,106 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's own tasks, so that a fresh machine and CI need to know
+//! one command each.
+//!
+//! - [`setup`]: installs what is missing to build the XDP program and run the test suite.
+//! - [`build`]: builds the agent (its build script builds the XDP program).
+//! - [`run`]: builds the agent and runs it on the interface of the default route.
+//! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
+//! - [`route`]: finds the interface of the default route.
+//! - [`process`]: how child processes are found, started and reported.
+
+mod build;
+mod process;
+mod route;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "The tracking project's tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (Debian packages, nightly rust-src, bpf-linker); idempotent.
+    Setup,
+    /// Build the agent, `tracking`, with its XDP program.
+    Build {
+        /// Build with the release profile (the XDP program itself is always optimised).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build for release, and run the agent as root on the default route's interface.
+    Run {
+        /// Flags for `tracking agent run`, after `--`; `--iface` here replaces the default one.
+        #[arg(last = true)]
+        agent_args: Vec<String>,
+    },
+    /// Check formatting and lints, then run every test as root, as CI does.
+    Test {
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    // The message is the whole story (each step adds its context); a backtrace of xtask
+    // itself would only bury it when RUST_BACKTRACE is set for the tests.
+    match dispatch(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => {
+            setup::run()?;
+            let profile = if release {
+                build::Profile::Release
+            } else {
+                build::Profile::Debug
+            };
+            let binary = build::agent(profile)?;
+            println!("built {}", binary.display());
+            Ok(())
+        }
+        Command::Run { agent_args } => run::run(agent_args),
+        Command::Test { cargo_args } => test::run(cargo_args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn everything_after_the_separator_goes_to_the_agent_or_cargo_untouched() {
+        let cli = Cli::parse_from(["xtask", "test", "--", "-p", "tests", "--", "--nocapture"]);
+        let Command::Test { cargo_args } = cli.command else {
+            panic!("expected the test command");
+        };
+        assert_eq!(cargo_args, ["-p", "tests", "--", "--nocapture"]);
+
+        let cli = Cli::parse_from(["xtask", "run", "--", "--iface", "eth1"]);
+        let Command::Run { agent_args } = cli.command else {
+            panic!("expected the run command");
+        };
+        assert_eq!(agent_args, ["--iface", "eth1"]);
+    }
+}

@@ -1,0 +1,68 @@
+//! The harness the integration tests (in `tests/tests/`) use to run the real agent against real
+//! traffic, each test in network namespaces of its own so that tests run in parallel.
+//!
+//! - [`root`]: [`require_root`]; these tests need root and never pass by skipping.
+//! - [`netns`]: [`Netns`], a throwaway network namespace, and running code or programs inside it.
+//! - [`veth`]: [`VethPair`], a virtual cable between two namespaces, with addresses.
+//! - [`topology`]: [`Topology`], the standard server and client namespaces with one cable.
+//! - [`traffic`]: whether TCP and UDP from a given source address get through.
+//! - [`echo`]: [`EchoServer`], TCP and UDP echo for [`traffic`] to talk to.
+//! - [`agent`]: [`Agent`], the real `tracking` agent in a namespace, with its own socket,
+//!   database and bpffs pins; and the CLI talking to it.
+//! - [`binary`]: which `tracking` binary the harness runs.
+//! - [`bpffs`]: makes sure bpffs is mounted where pins go.
+//! - [`unique`]: names and subnets that no other test, or other test process, uses.
+//!
+//! Everything is a guard that cleans up on drop, also when a test panics.
+//!
+//! ```no_run
+//! use std::{net::SocketAddr, time::Duration};
+//! use tests::{Agent, AgentOptions, EchoServer, Topology, require_root, traffic};
+//!
+//! require_root();
+//! let topology = Topology::new().unwrap();
+//! let echo = EchoServer::start(topology.server(), "[::]:0".parse().unwrap()).unwrap();
+//! let agent = Agent::start(topology.server(), AgentOptions::new(topology.server_iface())).unwrap();
+//! let to = SocketAddr::new(topology.server_v4().into(), echo.port());
+//! let from = topology.client_v4()[0].into();
+//! assert!(topology.client().run(|| traffic::tcp_connects(from, to, Duration::from_secs(2))));
+//! println!("{}", agent.cli_ok(["ban", "list"]));
+//! ```
+
+pub mod agent;
+pub mod binary;
+pub mod bpffs;
+pub mod echo;
+pub mod netns;
+pub mod root;
+pub mod topology;
+pub mod traffic;
+pub mod unique;
+pub mod veth;
+
+mod command;
+
+pub use agent::{Agent, AgentOptions};
+pub use echo::EchoServer;
+pub use ipnet::IpNet;
+pub use netns::Netns;
+pub use root::require_root;
+pub use topology::Topology;
+pub use traffic::{tcp_connects, udp_roundtrip};
+pub use veth::{VethEnd, VethPair, VethSpec};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared_across_threads<T: Send + Sync>() {}
+
+    #[test]
+    fn guards_can_be_used_from_namespace_threads() {
+        // `Netns::run` closures are `Send`, so what they borrow must be `Sync`.
+        shared_across_threads::<Netns>();
+        shared_across_threads::<Topology>();
+        shared_across_threads::<EchoServer>();
+        shared_across_threads::<Agent>();
+    }
+}

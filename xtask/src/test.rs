@@ -1,0 +1,89 @@
+//! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup,
+//! clippy, a build of the agent, and every test of the workspace as root.
+//!
+//! The suite attaches XDP programs, creates network namespaces and pins maps in bpffs, so it
+//! needs root; without root it stops and says so instead of skipping those tests.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    build,
+    process::{self, cargo, execute},
+    setup,
+};
+
+/// Host crates only: `tracking-ebpf` is built for `bpfel-unknown-none` by the agent's build
+/// script, and its host build would also collide with the agent's `tracking` binary.
+const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "tracking-ebpf"];
+
+pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
+    if !process::is_root() {
+        bail!(
+            "the test suite needs root: its tests attach XDP programs, create network \
+             namespaces and pin maps in bpffs. Run `cargo xtask test` as root; no test is \
+             skipped instead"
+        );
+    }
+
+    execute(cargo().args(["fmt", "--all", "--", "--check"]))
+        .context("the code is not formatted: run `cargo fmt --all`")?;
+    setup::run()?;
+    execute(
+        cargo()
+            .arg("clippy")
+            .args(WORKSPACE)
+            .args(["--all-targets", "--", "-D", "warnings"]),
+    )
+    .context("clippy found problems: fix them before running the tests")?;
+
+    // Cargo builds the agent's binary under target/ only for `cargo build`; the harness starts
+    // exactly this one, never a stale one from an earlier build.
+    let agent = build::agent(build::Profile::Debug)?;
+
+    let mut test = cargo();
+    test.arg("test");
+    if !selects_packages(&cargo_args) {
+        test.args(WORKSPACE);
+    }
+    test.args(&cargo_args)
+        .env("TRACKING_TEST_ROOT", "1")
+        .env("TRACKING_BIN", Path::new(&agent));
+    execute(&mut test).context("tests failed")
+}
+
+/// Whether the extra arguments choose packages themselves, which `--workspace` would override.
+fn selects_packages(cargo_args: &[String]) -> bool {
+    cargo_args
+        .iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "-p" || arg.starts_with("--package") || arg.starts_with("-p"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|&word| word.to_owned()).collect()
+    }
+
+    #[test]
+    fn a_package_given_by_the_user_replaces_the_whole_workspace() {
+        assert!(selects_packages(&args(&["-p", "tests"])));
+        assert!(selects_packages(&args(&["--package=tests"])));
+        assert!(selects_packages(&args(&["-ptests"])));
+    }
+
+    #[test]
+    fn test_binary_arguments_do_not_select_packages() {
+        assert!(!selects_packages(&args(&[])));
+        assert!(!selects_packages(&args(&["--", "-p"])));
+        assert!(!selects_packages(&args(&[
+            "--release",
+            "--",
+            "--nocapture"
+        ])));
+    }
+}
