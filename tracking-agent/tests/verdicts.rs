@@ -274,6 +274,23 @@ fn the_allowlist_wins_over_any_ban() {
 }
 
 #[test]
+fn a_ban_added_after_the_allowlist_still_yields_to_it() {
+    let mut f = Filter::new();
+    f.allow(&["10.9.0.0/16", "2001:db8:aaaa::/48"]);
+    f.ban(&[
+        "10.9.8.7",
+        "10.0.0.0/8",
+        "2001:db8::/32",
+        "2001:db8:aaaa::5",
+    ]);
+    assert_eq!(f.verdict_of("10.9.8.7"), XDP_PASS);
+    assert_eq!(f.verdict_of("10.9.200.1"), XDP_PASS);
+    assert_eq!(f.verdict_of("10.8.0.1"), XDP_DROP);
+    assert_eq!(f.verdict_of("2001:db8:aaaa::5"), XDP_PASS);
+    assert_eq!(f.verdict_of("2001:db8:bbbb::5"), XDP_DROP);
+}
+
+#[test]
 fn an_expired_ban_stops_dropping_by_itself() {
     let mut f = Filter::new();
     let past = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);

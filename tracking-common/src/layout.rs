@@ -96,14 +96,21 @@ pub struct Bucket6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlotState {
-    /// When the ban stops dropping, in `CLOCK_MONOTONIC` nanoseconds (the clock of
-    /// `bpf_ktime_get_coarse_ns`); zero means never. The program checks it itself so that a ban
-    /// expires on time even while the agent is down.
-    pub expires_ns: u64,
+    /// Bits 0..=62: when the ban stops dropping, in `CLOCK_MONOTONIC` nanoseconds (the clock of
+    /// `bpf_ktime_get_coarse_ns`), zero for never; the program checks it itself so that a ban
+    /// expires on time even while the agent is down. Bit 63: [`SLOT_CHECK_ALLOW`].
+    pub control: u64,
     /// Packets that matched this ban (dropped, or counted in monitor mode). Shared by all CPUs
     /// and added to atomically: a per-CPU copy would cost `slots x CPUs x 8` bytes.
     pub hits: u64,
 }
+
+/// Set in [`SlotState::control`] when an allowlisted network overlaps the ban. Only then does a
+/// match consult the allowlist: for every other ban no source inside it can be allowlisted, and
+/// the hit path stays one table probe long.
+pub const SLOT_CHECK_ALLOW: u64 = 1 << 63;
+/// The deadline bits of [`SlotState::control`].
+pub const SLOT_DEADLINE: u64 = !SLOT_CHECK_ALLOW;
 
 /// Words of the `CONFIG` map.
 pub mod config {
@@ -121,12 +128,10 @@ pub mod config {
 
 /// Count matches but pass them: for trying a block list safely.
 pub const FLAG_MONITOR: u64 = 1 << 0;
-/// Every IPv4 source is a candidate (a ban wider than the filter can describe cheaply exists).
-pub const FLAG_V4_ALL: u64 = 1 << 1;
 /// Every IPv6 source is a candidate (an IPv6 ban shorter than [`FILTER6_MIN_ENUMERATED`]).
-pub const FLAG_V6_ALL: u64 = 1 << 2;
-/// Log every drop through aya-log. Off by default: logging costs more than the filter.
-pub const FLAG_LOG: u64 = 1 << 3;
+pub const FLAG_V6_ALL: u64 = 1 << 1;
+/// Log every match through aya-log. Off by default: logging costs more than the filter.
+pub const FLAG_LOG: u64 = 1 << 2;
 
 /// Bit of prefix length `len` in an IPv4 length mask.
 #[inline(always)]

@@ -16,7 +16,10 @@ use aya_ebpf::{
 use tracking_common::{
     Bucket4, Bucket6, SlotState,
     hash::{buckets4, buckets6, filter_bit4, filter_bit6, mask4, mask6},
-    layout::{ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FLAG_V4_ALL, FLAG_V6_ALL, config, tag_slot},
+    layout::{
+        ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FLAG_V6_ALL, SLOT_CHECK_ALLOW, SLOT_DEADLINE, config,
+        len_bit6, tag_slot,
+    },
 };
 
 use crate::maps::{
@@ -28,6 +31,7 @@ use crate::maps::{
 pub struct Slot {
     pub index: u32,
     state: *mut SlotState,
+    control: u64,
 }
 
 impl Slot {
@@ -42,6 +46,12 @@ impl Slot {
             atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*self.state).hits, 1)
         };
     }
+
+    /// Whether an allowlisted network overlaps this ban, so the source must be checked.
+    #[inline(always)]
+    pub fn check_allowlist(&self) -> bool {
+        self.control & SLOT_CHECK_ALLOW != 0
+    }
 }
 
 /// The ban in `slot`, unless it has expired.
@@ -49,12 +59,13 @@ impl Slot {
 fn live(index: u32) -> Option<Slot> {
     let state = SLOTS.get_ptr_mut(index)?;
     // SAFETY: pointer from a successful array lookup.
-    let expires = unsafe { (*state).expires_ns };
+    let control = unsafe { (*state).control };
+    let deadline = control & SLOT_DEADLINE;
     // SAFETY: a helper without arguments.
-    if expires != 0 && unsafe { bpf_ktime_get_coarse_ns() } >= expires {
+    if deadline != 0 && unsafe { bpf_ktime_get_coarse_ns() } >= deadline {
         return None;
     }
-    Some(Slot { index, state })
+    Some(Slot { index, state, control })
 }
 
 #[inline(always)]
@@ -173,8 +184,8 @@ fn find6(table: &Array<Bucket6>, mask: u32, hi: u64, lo: u64, len: u8) -> Option
 
 /// The live ban matching an IPv4 source, longest prefix first.
 #[inline(always)]
-pub fn ban4(src: u32, flags: u64) -> Option<Slot> {
-    if flags & FLAG_V4_ALL == 0 && !bit_set(&V4_FILTER, filter_bit4(src)) {
+pub fn ban4(src: u32) -> Option<Slot> {
+    if !bit_set(&V4_FILTER, filter_bit4(src)) {
         return None;
     }
     let mut lens = Lengths::v4(*V4_LENS.get(src >> 16)?);
@@ -199,12 +210,24 @@ pub fn ban6(hi: u64, lo: u64, flags: u64) -> Option<Slot> {
     if flags & FLAG_V6_ALL == 0 && !bit_set(&V6_FILTER, filter_bit6(hi)) {
         return None;
     }
+    let mask = v6_bucket_mask();
+    let mut lens = Lengths::v6(config::V6_LENS);
+    // Most IPv6 bans are single addresses: probe /128 inline, and leave the loop for the rest.
+    let (word, bit) = len_bit6(128);
+    if lens.words[word] & bit != 0 {
+        lens.words[word] &= !bit;
+        if let Some(index) = find6(&V6_BANS, mask, hi, lo, 128) {
+            if let Some(slot) = live(index) {
+                return Some(slot);
+            }
+        }
+    }
     let mut probe = Probe6 {
         hi,
         lo,
-        lens: Lengths::v6(config::V6_LENS),
+        lens,
         table: &V6_BANS,
-        mask: v6_bucket_mask(),
+        mask,
         check_expiry: true,
         found: None,
     };
@@ -229,6 +252,9 @@ struct Probe6 {
 impl Probe6 {
     #[inline(always)]
     fn run(&mut self) {
+        if self.lens.words == [0, 0, 0] {
+            return;
+        }
         // SAFETY: the callback receives `self` back as its context and is done with it when
         // bpf_loop returns.
         unsafe {

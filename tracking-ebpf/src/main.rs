@@ -46,9 +46,9 @@ fn classify(ctx: &XdpContext) -> Verdict {
     let matched = match parse::source(ctx) {
         Source::NotIp => return Verdict::NotIp,
         Source::Malformed => return Verdict::Malformed,
-        Source::V4(addr) => match lookup::ban4(addr, flags) {
+        Source::V4(addr) => match lookup::ban4(addr) {
             None => return Verdict::Passed,
-            Some(_) if lookup::allowed4(addr) => return Verdict::Allowed,
+            Some(slot) if slot.check_allowlist() && lookup::allowed4(addr) => return Verdict::Allowed,
             Some(slot) => {
                 if flags & FLAG_LOG != 0 {
                     aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", addr, slot.index);
@@ -58,7 +58,9 @@ fn classify(ctx: &XdpContext) -> Verdict {
         },
         Source::V6(hi, lo) => match lookup::ban6(hi, lo, flags) {
             None => return Verdict::Passed,
-            Some(_) if lookup::allowed6(hi, lo) => return Verdict::Allowed,
+            Some(slot) if slot.check_allowlist() && lookup::allowed6(hi, lo) => {
+                return Verdict::Allowed;
+            }
             Some(slot) => {
                 if flags & FLAG_LOG != 0 {
                     let bytes = ((hi as u128) << 64 | lo as u128).to_be_bytes();

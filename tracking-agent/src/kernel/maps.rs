@@ -16,7 +16,7 @@ use tracking_common::{
     hash::{filter_bit4, filter_bit6},
     layout::{
         FILTER_WORDS, FILTER6_MIN_ENUMERATED, FILTER6_PREFIX, FLAG_LOG, FLAG_MONITOR, FLAG_V6_ALL,
-        V4_LENS_WORDS, config, len_bit4, len_bit6,
+        SLOT_CHECK_ALLOW, SLOT_DEADLINE, V4_LENS_WORDS, config, len_bit4, len_bit6,
     },
 };
 
@@ -60,6 +60,8 @@ pub struct Maps {
     allow6: Table<V6>,
     /// Free slots, lowest on top.
     free: Vec<u32>,
+    /// The allowlist, indexed to tell which bans it overlaps.
+    allowed: AllowIndex,
     /// Capacity of each family, as configured; the tables are sized for it at half load.
     max_v4: usize,
     max_v6: usize,
@@ -93,6 +95,7 @@ impl Maps {
             allow4: Table::new(m.allow4)?,
             allow6: Table::new(m.allow6)?,
             free: Vec::new(),
+            allowed: AllowIndex::default(),
             max_v4,
             max_v6,
             clock: Clock::new(),
@@ -136,7 +139,7 @@ impl Maps {
     }
 
     fn ban_at(&self, slot: u32) -> KernelBan {
-        let expires_ns = self.slots[slot as usize * 2].load(Ordering::Relaxed);
+        let expires_ns = self.slots[slot as usize * 2].load(Ordering::Relaxed) & SLOT_DEADLINE;
         let hits = self.slots[slot as usize * 2 + 1].load(Ordering::Relaxed);
         KernelBan {
             slot,
@@ -177,10 +180,10 @@ impl Maps {
             let Effective::Banned { expires } = *effect else {
                 continue;
             };
-            let expires_ns = self.clock.to_mono(expires);
+            let control = self.clock.to_mono(expires) | self.allowed.flag(net);
             if let Some(existing) = self.get(net) {
                 if !same_expiry(existing.expires, expires) {
-                    self.slots[existing.slot as usize * 2].store(expires_ns, Ordering::Release);
+                    self.slots[existing.slot as usize * 2].store(control, Ordering::Release);
                     applied.updated += 1;
                 }
                 continue;
@@ -206,7 +209,7 @@ impl Maps {
                 capacity: max,
             })?;
             // State before entry: the program may match the entry as soon as it is written.
-            self.slots[slot as usize * 2].store(expires_ns, Ordering::Release);
+            self.slots[slot as usize * 2].store(control, Ordering::Release);
             self.slots[slot as usize * 2 + 1].store(0, Ordering::Release);
             let inserted = match net {
                 IpNet::V4(n) => self.v4.insert(n, slot),
@@ -346,6 +349,17 @@ impl Maps {
         self.config[config::ALLOW4_LENS as usize].store(l4, Ordering::Release);
         let words = &self.config[config::ALLOW6_LENS as usize..config::ALLOW6_LENS as usize + 3];
         publish(words, &l6);
+        // Flag the bans the allowlist now overlaps, and unflag the others.
+        self.allowed = AllowIndex::new(nets);
+        let v4 = self.v4.iter().map(|(n, s)| (IpNet::V4(n), s));
+        for (net, slot) in v4.chain(self.v6.iter().map(|(n, s)| (IpNet::V6(n), s))) {
+            let word = &self.slots[slot as usize * 2];
+            let control = word.load(Ordering::Acquire);
+            let wanted = (control & SLOT_DEADLINE) | self.allowed.flag(&net);
+            if control != wanted {
+                word.store(wanted, Ordering::Release);
+            }
+        }
         Ok(())
     }
 
@@ -376,6 +390,55 @@ impl Maps {
     pub fn v6_filter_off(&self) -> bool {
         self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_V6_ALL != 0
     }
+}
+
+/// The allowlist, arranged to answer "does any allowlisted network overlap this ban?" with a
+/// few hash lookups: either an allowlisted network contains the ban (some truncation of the ban
+/// is allowlisted), or the ban contains one (the ban is a truncation of an allowlisted network).
+#[derive(Default)]
+struct AllowIndex {
+    exact: HashSet<IpNet>,
+    truncations: HashSet<IpNet>,
+    lengths: Vec<u8>,
+}
+
+impl AllowIndex {
+    fn new(nets: &[IpNet]) -> Self {
+        let mut index = AllowIndex::default();
+        for net in nets {
+            index.exact.insert(*net);
+            for len in 0..=net.prefix_len() {
+                index.truncations.insert(truncate(net, len));
+            }
+            if !index.lengths.contains(&net.prefix_len()) {
+                index.lengths.push(net.prefix_len());
+            }
+        }
+        index
+    }
+
+    /// [`SLOT_CHECK_ALLOW`] if an allowlisted network overlaps `net`, else 0.
+    fn flag(&self, net: &IpNet) -> u64 {
+        if self.exact.is_empty() {
+            return 0;
+        }
+        let contains_allowed = self.truncations.contains(net);
+        let inside_allowed = self
+            .lengths
+            .iter()
+            .any(|&len| len <= net.prefix_len() && self.exact.contains(&truncate(net, len)));
+        if contains_allowed || inside_allowed {
+            SLOT_CHECK_ALLOW
+        } else {
+            0
+        }
+    }
+}
+
+fn truncate(net: &IpNet, len: u8) -> IpNet {
+    IpNet::new(net.addr(), len)
+        .expect("shorter than the network")
+        .trunc()
 }
 
 /// Whether two expiries are the same as far as the kernel can tell: its copy is a monotonic
