@@ -267,6 +267,16 @@ impl Agent {
         self.spawn()
     }
 
+    /// Replaces the extra flags the next [`Agent::restart`] passes to `tracking agent run`
+    /// (an operator restarting with a new configuration).
+    pub fn set_args<I, S>(&mut self, args: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.options.args = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    }
+
     fn spawn(&mut self) -> io::Result<()> {
         let mut log = OpenOptions::new()
             .create(true)

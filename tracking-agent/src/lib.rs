@@ -1,12 +1,22 @@
 //! The `tracking` agent and CLI.
 //!
-//! - [`ban`]: ban and allowlist records, networks, effective bans.
-//! - [`blocklist`]: the block list file format of `tracking ban sync`.
+//! - [`config`]: settings of `tracking agent run` (file, environment, flags).
+//! - [`daemon`]: `tracking agent run`: store, engine, control socket, periodic tasks.
+//! - [`engine`]: every change, store first and kernel second; reconcile and reaper.
+//! - [`kernel`]: the XDP program: loading, pins, attachment, the maps it reads.
 //! - [`store`]: the [`store::Store`] trait and its backends, the source of truth.
-//! - [`time`]: timestamps and durations as stored and shown.
+//! - [`control`]: the HTTP+JSON control API on a Unix socket; [`api`] its bodies.
+//! - [`cli`]: the `tracking` command line and its client of the control API.
+//! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps.
 
+pub mod api;
 pub mod ban;
 pub mod blocklist;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
 pub mod kernel;
 pub mod store;
 pub mod time;

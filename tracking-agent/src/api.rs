@@ -1,0 +1,191 @@
+//! The control API's request and response bodies (JSON), shared by the server in [`crate::control`]
+//! and the CLI's client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{kernel::Attachment, time::Timestamp};
+
+/// `POST /v1/bans`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBans {
+    /// Addresses or networks.
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub reason: String,
+    /// Source of the records; `cli` when absent.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Lifetime in seconds; with `until`, the sooner wins; neither means permanent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+    /// Allow banning everything (`0.0.0.0/0`, `::/0`) or networks overlapping the allowlist.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// A ban record as listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BanView {
+    pub network: String,
+    pub source: String,
+    pub reason: String,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    /// Seconds left, when it expires.
+    pub expires_in_secs: Option<u64>,
+    /// Packets the kernel matched against this network (shared by its records).
+    pub hits: u64,
+    /// Whether the kernel holds the network right now.
+    pub enforced: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AddBansReply {
+    pub bans: Vec<BanView>,
+    pub warnings: Vec<String>,
+}
+
+/// `POST /v1/bans/remove`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveBans {
+    pub networks: Vec<String>,
+    /// Only the records of this source; all sources when absent.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RemoveBansReply {
+    pub removed: Vec<BanView>,
+    /// Networks that had no record to remove.
+    pub not_found: Vec<String>,
+}
+
+/// Query of `POST /v1/bans/sync`; the body is the list itself (`text/plain`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncQuery {
+    pub source: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SyncReply {
+    pub source: String,
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    /// Lines naming a network already named earlier in the list.
+    pub duplicates: usize,
+    pub warnings: Vec<String>,
+    /// Milliseconds from receiving the list to all of it enforced.
+    pub took_ms: u64,
+}
+
+/// An allowlist entry as listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllowView {
+    pub network: String,
+    pub note: String,
+    pub created: Timestamp,
+}
+
+/// `POST /v1/allow`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddAllows {
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct AddAllowsReply {
+    pub added: Vec<AllowView>,
+    pub warnings: Vec<String>,
+}
+
+/// `POST /v1/allow/remove`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveAllows {
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RemoveAllowsReply {
+    pub removed: Vec<AllowView>,
+    pub not_found: Vec<String>,
+}
+
+/// One verdict counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterView {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A ban and how many packets it matched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopBan {
+    pub network: String,
+    pub hits: u64,
+}
+
+/// `GET /v1/stats`
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Verdict name (`passed`, `dropped`, ...) to its counter, summed over CPUs.
+    pub counters: BTreeMap<String, CounterView>,
+    /// The bans that matched most, most first.
+    pub top: Vec<TopBan>,
+    pub bans_v4: usize,
+    pub bans_v6: usize,
+    pub monitor: bool,
+}
+
+/// Usage of one kernel table.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TableView {
+    pub used: usize,
+    pub capacity: usize,
+}
+
+/// `GET /v1/status`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub interfaces: Vec<Attachment>,
+    pub monitor: bool,
+    pub pin_dir: String,
+    pub map_generation: String,
+    /// Whether this agent adopted maps pinned by an earlier one.
+    pub adopted: bool,
+    pub bans_v4: TableView,
+    pub bans_v6: TableView,
+    pub allowlist: usize,
+    /// IPv6 filter disabled by an IPv6 ban shorter than /28: every IPv6 packet is looked up.
+    pub v6_filter_off: bool,
+    pub store: String,
+    pub socket: String,
+    pub last_reconcile: Option<Timestamp>,
+}
+
+/// Body of every error answer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// One line per offending item (network, list line), when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}

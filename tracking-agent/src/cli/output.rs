@@ -1,0 +1,250 @@
+//! What the CLI prints: aligned tables for people, JSON with `--json`.
+
+use std::fmt::Write as _;
+
+use crate::{
+    api::{
+        AddAllowsReply, AddBansReply, AllowView, BanView, RemoveAllowsReply, RemoveBansReply,
+        StatsView, StatusView, SyncReply,
+    },
+    time::format_duration,
+};
+
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    let mut s = serde_json::to_string_pretty(value).expect("serialisable");
+    s.push('\n');
+    s
+}
+
+/// Rows of cells, padded to the widest cell of each column.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            let _ = write!(l, "{cell:<width$}", width = widths[i]);
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn expires_in(b: &BanView) -> String {
+    match b.expires_in_secs {
+        None => "never".into(),
+        Some(0) => "expired".into(),
+        Some(s) => format_duration(std::time::Duration::from_secs(s)),
+    }
+}
+
+pub fn ban_table(bans: &[BanView]) -> String {
+    if bans.is_empty() {
+        return "no bans\n".into();
+    }
+    let rows = bans
+        .iter()
+        .map(|b| {
+            vec![
+                b.network.clone(),
+                b.source.clone(),
+                b.hits.to_string(),
+                expires_in(b),
+                if b.enforced {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                b.reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NETWORK",
+            "SOURCE",
+            "HITS",
+            "EXPIRES IN",
+            "ENFORCED",
+            "REASON",
+        ],
+        rows,
+    )
+}
+
+fn warnings(out: &mut String, warnings: &[String]) {
+    for w in warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+}
+
+pub fn added_bans(reply: &AddBansReply) -> String {
+    let mut out = String::new();
+    warnings(&mut out, &reply.warnings);
+    for b in &reply.bans {
+        let until = b.expires.map(|e| format!(" until {e}")).unwrap_or_default();
+        let _ = writeln!(out, "banned {} ({}){until}", b.network, b.source);
+    }
+    out
+}
+
+pub fn removed_bans(reply: &RemoveBansReply) -> String {
+    let mut out = String::new();
+    for b in &reply.removed {
+        let _ = writeln!(out, "unbanned {} ({})", b.network, b.source);
+    }
+    for n in &reply.not_found {
+        let _ = writeln!(out, "warning: {n} was not banned");
+    }
+    out
+}
+
+pub fn synced(reply: &SyncReply) -> String {
+    let mut out = String::new();
+    warnings(&mut out, &reply.warnings);
+    let _ = writeln!(
+        out,
+        "synced {}: {} added, {} updated, {} removed, {} unchanged{} in {} ms",
+        reply.source,
+        reply.added,
+        reply.updated,
+        reply.removed,
+        reply.unchanged,
+        if reply.duplicates > 0 {
+            format!(", {} duplicate lines skipped", reply.duplicates)
+        } else {
+            String::new()
+        },
+        reply.took_ms
+    );
+    out
+}
+
+pub fn allow_table(allows: &[AllowView]) -> String {
+    if allows.is_empty() {
+        return "allowlist is empty\n".into();
+    }
+    let rows = allows
+        .iter()
+        .map(|a| vec![a.network.clone(), a.created.to_string(), a.note.clone()])
+        .collect();
+    table(&["NETWORK", "ADDED", "NOTE"], rows)
+}
+
+pub fn added_allows(reply: &AddAllowsReply) -> String {
+    let mut out = String::new();
+    warnings(&mut out, &reply.warnings);
+    for a in &reply.added {
+        let _ = writeln!(out, "allowlisted {}", a.network);
+    }
+    out
+}
+
+pub fn removed_allows(reply: &RemoveAllowsReply) -> String {
+    let mut out = String::new();
+    for a in &reply.removed {
+        let _ = writeln!(out, "removed {} from the allowlist", a.network);
+    }
+    for n in &reply.not_found {
+        let _ = writeln!(out, "warning: {n} was not allowlisted");
+    }
+    out
+}
+
+pub fn stats(s: &StatsView) -> String {
+    let rows = s
+        .counters
+        .iter()
+        .map(|(name, c)| vec![name.clone(), c.packets.to_string(), c.bytes.to_string()])
+        .collect();
+    let mut out = table(&["VERDICT", "PACKETS", "BYTES"], rows);
+    let _ = writeln!(
+        out,
+        "\n{} IPv4 and {} IPv6 bans enforced{}",
+        s.bans_v4,
+        s.bans_v6,
+        if s.monitor {
+            " (monitor mode: nothing is dropped)"
+        } else {
+            ""
+        }
+    );
+    if !s.top.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["TOP BANS", "HITS"],
+            s.top
+                .iter()
+                .map(|t| vec![t.network.clone(), t.hits.to_string()])
+                .collect(),
+        ));
+    }
+    out
+}
+
+pub fn status(s: &StatusView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "agent      {} (pid {}, up {})",
+        s.version,
+        s.pid,
+        format_duration(std::time::Duration::from_secs(s.uptime_secs))
+    );
+    for a in &s.interfaces {
+        let _ = writeln!(
+            out,
+            "interface  {} ({} mode{})",
+            a.iface,
+            a.mode,
+            if a.adopted { ", kept from pins" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "mode       {}",
+        if s.monitor {
+            "monitor (matches counted, nothing dropped)"
+        } else {
+            "enforcing"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "bans       {} / {} IPv4, {} / {} IPv6",
+        s.bans_v4.used, s.bans_v4.capacity, s.bans_v6.used, s.bans_v6.capacity
+    );
+    let _ = writeln!(out, "allowlist  {} networks", s.allowlist);
+    if s.v6_filter_off {
+        let _ = writeln!(
+            out,
+            "note       an IPv6 ban shorter than /28 turns the IPv6 prefilter off: every IPv6 packet is looked up"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "pins       {}/{}{}",
+        s.pin_dir,
+        s.map_generation,
+        if s.adopted { " (adopted)" } else { "" }
+    );
+    let _ = writeln!(out, "store      {}", s.store);
+    let _ = writeln!(out, "socket     {}", s.socket);
+    if let Some(t) = s.last_reconcile {
+        let _ = writeln!(out, "reconciled {t}");
+    }
+    out
+}

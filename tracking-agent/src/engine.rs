@@ -1,0 +1,709 @@
+//! The agent's core: every change goes to the store first and then, as the store's computed
+//! effects, to the kernel maps, under one writer lock so that the kernel sees changes in the
+//! order the store made them. Periodic reconciliation repairs any drift, and the reaper removes
+//! expired records (the kernel already stopped honouring them at their expiry).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use ipnet::IpNet;
+
+use crate::{
+    api::{
+        AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanView, CounterView,
+        RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView,
+        SyncReply, TableView, TopBan,
+    },
+    ban::{self, Allow, Ban, Effect, Effective, SOURCE_CLI},
+    blocklist,
+    config::AgentConfig,
+    kernel::{Applied, Attachment, KernelError, Program, maps::same_expiry},
+    store::{Store, StoreError},
+    time::Timestamp,
+};
+use tracking_common::stats::Verdict;
+
+/// At most this many warnings are returned for one request; the rest are counted.
+const MAX_WARNINGS: usize = 100;
+/// Bans shown by `stats` as the top matches.
+const TOP_BANS: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request is wrong; nothing was changed.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        details: Vec<String>,
+    },
+    /// The request is dangerous and was not forced; nothing was changed.
+    #[error("{message}")]
+    NeedsForce {
+        message: String,
+        details: Vec<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+impl EngineError {
+    fn bad(message: impl Into<String>, details: Vec<String>) -> Self {
+        EngineError::BadRequest {
+            message: message.into(),
+            details,
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// The running agent's state, shared by the API handlers and the background tasks.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    program: Mutex<Program>,
+    /// Serialises store-then-kernel changes.
+    writer: tokio::sync::Mutex<()>,
+    attachments: Vec<Attachment>,
+    config: AgentConfig,
+    started: Instant,
+    last_reconcile: Mutex<Option<Timestamp>>,
+}
+
+impl Engine {
+    /// Loads (or adopts) the program, brings the maps in line with the store, and only then
+    /// attaches, so a fresh filter never runs with partial bans.
+    pub async fn start(config: AgentConfig, store: Arc<dyn Store>) -> anyhow::Result<Arc<Engine>> {
+        let opts = crate::kernel::Options {
+            pin_dir: config.bpffs_dir.clone(),
+            max_bans_v4: config.max_bans_v4,
+            max_bans_v6: config.max_bans_v6,
+        };
+        let program = tokio::task::block_in_place(|| Program::load(&opts))?;
+        tracing::info!(
+            "{} pinned maps in {}",
+            if program.adopted() {
+                "adopted"
+            } else {
+                "created"
+            },
+            config.bpffs_dir.join(program.generation()).display()
+        );
+        program.maps.set_monitor(config.monitor);
+        program.maps.set_log_matches(config.log_matches);
+        let mut engine = Engine {
+            store,
+            program: Mutex::new(program),
+            writer: tokio::sync::Mutex::new(()),
+            attachments: Vec::new(),
+            config,
+            started: Instant::now(),
+            last_reconcile: Mutex::new(None),
+        };
+        let applied = engine.reconcile().await?;
+        tracing::info!(
+            "maps in line with the store: {} added, {} updated, {} removed",
+            applied.added,
+            applied.updated,
+            applied.removed
+        );
+        let attachments = {
+            let mut p = engine.program.lock().expect("program lock");
+            let a = tokio::task::block_in_place(|| {
+                p.attach(&engine.config.ifaces, engine.config.xdp_mode)
+            })?;
+            p.retire_other_generations();
+            a
+        };
+        engine.attachments = attachments;
+        Ok(Arc::new(engine))
+    }
+
+    /// The aya-log reader of the program, for the daemon to poll.
+    pub fn take_logger(&self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.program.lock().expect("program lock").take_logger()
+    }
+
+    fn apply(&self, effects: &[Effect]) -> Result<Applied> {
+        if effects.is_empty() {
+            return Ok(Applied::default());
+        }
+        let mut p = self.program.lock().expect("program lock");
+        Ok(tokio::task::block_in_place(|| p.maps.apply(effects))?)
+    }
+
+    fn view(&self, ban: &Ban, now: Timestamp) -> BanView {
+        let kernel = self
+            .program
+            .lock()
+            .expect("program lock")
+            .maps
+            .get(&ban.network);
+        BanView {
+            network: ban.network.to_string(),
+            source: ban.source.clone(),
+            reason: ban.reason.clone(),
+            created: ban.created,
+            expires: ban.expires,
+            expires_in_secs: ban.expires.map(|e| e.remaining(now).as_secs()),
+            hits: kernel.map_or(0, |k| k.hits),
+            enforced: kernel.is_some(),
+        }
+    }
+
+    /// Adds ban records (all or nothing).
+    pub async fn add_bans(&self, req: AddBans) -> Result<AddBansReply> {
+        let now = Timestamp::now();
+        let (nets, mut warnings) = parse_networks(&req.networks)?;
+        let source = match req.source {
+            Some(s) => validate_source(&s)?,
+            None => SOURCE_CLI.to_string(),
+        };
+        let expires = match (req.ttl_secs, req.until) {
+            (Some(0), _) => {
+                return Err(EngineError::bad("ttl must be at least one second", vec![]));
+            }
+            (Some(secs), until) => {
+                let by_ttl = now.plus(std::time::Duration::from_secs(secs));
+                Some(until.map_or(by_ttl, |u| u.min(by_ttl)))
+            }
+            (None, until) => until,
+        };
+        if let Some(e) = expires {
+            if e <= now {
+                return Err(EngineError::bad(
+                    format!("the expiry {e} is already past"),
+                    vec![],
+                ));
+            }
+        }
+        let _w = self.writer.lock().await;
+        let allows = self.store.list_allows().await?;
+        check_force(nets.iter().map(|n| (n, None)), &allows, req.force)?;
+        let bans: Vec<Ban> = nets
+            .iter()
+            .map(|n| Ban {
+                network: *n,
+                source: source.clone(),
+                reason: req.reason.clone(),
+                created: now,
+                expires,
+            })
+            .collect();
+        let effects = self.store.add_bans(bans.clone(), now).await?;
+        self.apply(&effects)?;
+        drop(_w);
+        // Show the records as stored (an update keeps its creation time).
+        let stored = self.store.list_bans().await?;
+        let wanted: HashSet<(IpNet, &str)> = nets.iter().map(|n| (*n, source.as_str())).collect();
+        let bans = stored
+            .iter()
+            .filter(|b| wanted.contains(&(b.network, b.source.as_str())))
+            .map(|b| self.view(b, now))
+            .collect();
+        cap(&mut warnings);
+        Ok(AddBansReply { bans, warnings })
+    }
+
+    /// Removes the records of the given networks.
+    pub async fn remove_bans(&self, req: RemoveBans) -> Result<RemoveBansReply> {
+        let now = Timestamp::now();
+        let (nets, _) = parse_networks(&req.networks)?;
+        let source = req.source.map(|s| validate_source(&s)).transpose()?;
+        let _w = self.writer.lock().await;
+        let (removed, effects) = self.store.remove_bans(nets.clone(), source, now).await?;
+        self.apply(&effects)?;
+        drop(_w);
+        let gone: HashSet<IpNet> = removed.iter().map(|b| b.network).collect();
+        let not_found = nets
+            .iter()
+            .filter(|n| !gone.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+        let removed = removed.iter().map(|b| self.view(b, now)).collect();
+        Ok(RemoveBansReply { removed, not_found })
+    }
+
+    /// Ban records, optionally of one source, with their hit counts.
+    pub async fn list_bans(&self, source: Option<&str>) -> Result<Vec<BanView>> {
+        let now = Timestamp::now();
+        let bans = self.store.list_bans().await?;
+        let p = self.program.lock().expect("program lock");
+        Ok(bans
+            .iter()
+            .filter(|b| source.is_none_or(|s| b.source == s))
+            .map(|b| {
+                let kernel = p.maps.get(&b.network);
+                BanView {
+                    network: b.network.to_string(),
+                    source: b.source.clone(),
+                    reason: b.reason.clone(),
+                    created: b.created,
+                    expires: b.expires,
+                    expires_in_secs: b.expires.map(|e| e.remaining(now).as_secs()),
+                    hits: kernel.map_or(0, |k| k.hits),
+                    enforced: kernel.is_some(),
+                }
+            })
+            .collect())
+    }
+
+    /// Makes the bans of `source` exactly the networks of `list`.
+    pub async fn sync(&self, source: &str, force: bool, list: &str) -> Result<SyncReply> {
+        let started = Instant::now();
+        let source = validate_source(source)?;
+        if source == SOURCE_CLI {
+            return Err(EngineError::bad(
+                "the source `cli` holds bans added by hand; sync a list under its own --source name",
+                vec![],
+            ));
+        }
+        let parsed = blocklist::parse(list).map_err(|errors| {
+            EngineError::bad(
+                format!(
+                    "the list has {} bad line{}; nothing was changed",
+                    errors.len(),
+                    plural(errors.len())
+                ),
+                errors
+                    .iter()
+                    .map(|e| format!("line {}: `{}`: {}", e.line, e.text, e.message))
+                    .collect(),
+            )
+        })?;
+        let mut warnings: Vec<String> = parsed
+            .entries
+            .iter()
+            .filter(|e| e.host_bits_cleared)
+            .map(|e| format!("line {}: host bits cleared, using {}", e.line, e.network))
+            .collect();
+        cap(&mut warnings);
+        let now = Timestamp::now();
+        let _w = self.writer.lock().await;
+        let allows = self.store.list_allows().await?;
+        check_force(
+            parsed.entries.iter().map(|e| (&e.network, Some(e.line))),
+            &allows,
+            force,
+        )?;
+        let bans = parsed
+            .entries
+            .into_iter()
+            .map(|e| Ban {
+                network: e.network,
+                source: source.clone(),
+                reason: e.reason,
+                created: now,
+                expires: None,
+            })
+            .collect();
+        let report = self.store.sync_source(source.clone(), bans, now).await?;
+        self.apply(&report.effects)?;
+        Ok(SyncReply {
+            source,
+            added: report.added,
+            updated: report.updated,
+            removed: report.removed,
+            unchanged: report.unchanged,
+            duplicates: parsed.duplicates,
+            warnings,
+            took_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    pub async fn list_allows(&self) -> Result<Vec<AllowView>> {
+        Ok(self
+            .store
+            .list_allows()
+            .await?
+            .iter()
+            .map(allow_view)
+            .collect())
+    }
+
+    /// Adds allowlist entries; they win over any ban at once.
+    pub async fn add_allows(&self, req: AddAllows) -> Result<AddAllowsReply> {
+        let (nets, mut warnings) = parse_networks(&req.networks)?;
+        let now = Timestamp::now();
+        let _w = self.writer.lock().await;
+        let allows: Vec<Allow> = nets
+            .iter()
+            .map(|n| Allow {
+                network: *n,
+                note: req.note.clone(),
+                created: now,
+            })
+            .collect();
+        self.store.add_allows(allows).await?;
+        let all = self.store.list_allows().await?;
+        self.set_allowlist(&all)?;
+        let wanted: HashSet<IpNet> = nets.into_iter().collect();
+        cap(&mut warnings);
+        Ok(AddAllowsReply {
+            added: all
+                .iter()
+                .filter(|a| wanted.contains(&a.network))
+                .map(allow_view)
+                .collect(),
+            warnings,
+        })
+    }
+
+    pub async fn remove_allows(&self, req: RemoveAllows) -> Result<RemoveAllowsReply> {
+        let (nets, _) = parse_networks(&req.networks)?;
+        let _w = self.writer.lock().await;
+        let removed = self.store.remove_allows(nets.clone()).await?;
+        let all = self.store.list_allows().await?;
+        self.set_allowlist(&all)?;
+        let gone: HashSet<IpNet> = removed.iter().map(|a| a.network).collect();
+        Ok(RemoveAllowsReply {
+            removed: removed.iter().map(allow_view).collect(),
+            not_found: nets
+                .iter()
+                .filter(|n| !gone.contains(n))
+                .map(|n| n.to_string())
+                .collect(),
+        })
+    }
+
+    fn set_allowlist(&self, allows: &[Allow]) -> Result<()> {
+        let nets: Vec<IpNet> = allows.iter().map(|a| a.network).collect();
+        let mut p = self.program.lock().expect("program lock");
+        Ok(tokio::task::block_in_place(|| p.maps.set_allowlist(&nets))?)
+    }
+
+    /// Brings the maps in line with the store: missing or changed bans are written, bans the
+    /// store no longer has are removed, the allowlist is replaced.
+    pub async fn reconcile(&self) -> Result<Applied> {
+        let _w = self.writer.lock().await;
+        let now = Timestamp::now();
+        let want = self.store.effective_bans(now).await?;
+        let allows = self.store.list_allows().await?;
+        self.set_allowlist(&allows)?;
+        let effects = {
+            let p = self.program.lock().expect("program lock");
+            let have: HashMap<IpNet, Option<Timestamp>> = p
+                .maps
+                .bans()
+                .into_iter()
+                .map(|(n, k)| (n, k.expires))
+                .collect();
+            drift(&want, &have)
+        };
+        let applied = self.apply(&effects)?;
+        *self.last_reconcile.lock().expect("lock") = Some(now);
+        Ok(applied)
+    }
+
+    /// Deletes expired records from the store and their networks from the maps.
+    pub async fn reap(&self) -> Result<usize> {
+        let _w = self.writer.lock().await;
+        let effects = self.store.remove_expired(Timestamp::now()).await?;
+        let applied = self.apply(&effects)?;
+        Ok(applied.removed)
+    }
+
+    pub fn stats(&self) -> Result<StatsView> {
+        let p = self.program.lock().expect("program lock");
+        let counters = p.counters()?;
+        let mut bans = p.maps.bans();
+        let (v4, v6) = bans.iter().fold((0, 0), |(a, b), (n, _)| match n {
+            IpNet::V4(_) => (a + 1, b),
+            IpNet::V6(_) => (a, b + 1),
+        });
+        bans.retain(|(_, k)| k.hits > 0);
+        bans.sort_by(|a, b| b.1.hits.cmp(&a.1.hits).then(a.0.cmp(&b.0)));
+        Ok(StatsView {
+            counters: Verdict::ALL
+                .iter()
+                .map(|v| {
+                    let c = counters[*v as usize];
+                    (
+                        v.name().to_string(),
+                        CounterView {
+                            packets: c.packets,
+                            bytes: c.bytes,
+                        },
+                    )
+                })
+                .collect(),
+            top: bans
+                .iter()
+                .take(TOP_BANS)
+                .map(|(n, k)| TopBan {
+                    network: n.to_string(),
+                    hits: k.hits,
+                })
+                .collect(),
+            bans_v4: v4,
+            bans_v6: v6,
+            monitor: p.maps.monitor(),
+        })
+    }
+
+    pub fn status(&self) -> StatusView {
+        let p = self.program.lock().expect("program lock");
+        let (v4, v6) = p.maps.counts();
+        let (cap4, cap6) = p.maps.capacity();
+        StatusView {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            interfaces: self.attachments.clone(),
+            monitor: p.maps.monitor(),
+            pin_dir: p.pin_dir().display().to_string(),
+            map_generation: p.generation().to_string(),
+            adopted: p.adopted(),
+            bans_v4: TableView {
+                used: v4,
+                capacity: cap4,
+            },
+            bans_v6: TableView {
+                used: v6,
+                capacity: cap6,
+            },
+            allowlist: p.maps.allowlist().len(),
+            v6_filter_off: p.maps.v6_filter_off(),
+            store: self.store.describe(),
+            socket: self.config.socket.display().to_string(),
+            last_reconcile: *self.last_reconcile.lock().expect("lock"),
+        }
+    }
+}
+
+/// The effects that turn `have` (the kernel) into `want` (the store).
+fn drift(
+    want: &[(IpNet, Option<Timestamp>)],
+    have: &HashMap<IpNet, Option<Timestamp>>,
+) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let mut wanted = HashSet::with_capacity(want.len());
+    for (net, expires) in want {
+        wanted.insert(*net);
+        match have.get(net) {
+            Some(held) if same_expiry(*held, *expires) => {}
+            _ => effects.push((*net, Effective::Banned { expires: *expires })),
+        }
+    }
+    effects.extend(
+        have.keys()
+            .filter(|n| !wanted.contains(n))
+            .map(|n| (*n, Effective::Unbanned)),
+    );
+    effects
+}
+
+fn allow_view(a: &Allow) -> AllowView {
+    AllowView {
+        network: a.network.to_string(),
+        note: a.note.clone(),
+        created: a.created,
+    }
+}
+
+/// Parses every network of a request; any invalid one fails the whole request, naming each.
+fn parse_networks(items: &[String]) -> Result<(Vec<IpNet>, Vec<String>)> {
+    if items.is_empty() {
+        return Err(EngineError::bad("no address or network given", vec![]));
+    }
+    let mut nets = Vec::with_capacity(items.len());
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen = HashSet::new();
+    for item in items {
+        match ban::parse_network(item) {
+            Ok((net, cleared)) => {
+                if cleared {
+                    warnings.push(format!("{item} has host bits set; using {net}"));
+                }
+                if seen.insert(net) {
+                    nets.push(net);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        let message = if errors.len() == 1 {
+            format!("{}; nothing was changed", errors[0])
+        } else {
+            format!(
+                "{} invalid addresses or networks; nothing was changed",
+                errors.len()
+            )
+        };
+        return Err(EngineError::bad(
+            message,
+            if errors.len() == 1 { vec![] } else { errors },
+        ));
+    }
+    Ok((nets, warnings))
+}
+
+/// Refuses, unless forced, to ban everything or anything the allowlist overlaps.
+fn check_force<'a>(
+    nets: impl Iterator<Item = (&'a IpNet, Option<usize>)>,
+    allows: &[Allow],
+    force: bool,
+) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    for (net, line) in nets {
+        let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
+        if ban::is_everything(net) {
+            let family = if net.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+            problems.push(format!("{at}{net} would drop all {family} traffic"));
+        } else if let Some(a) = allows.iter().find(|a| ban::overlaps(&a.network, net)) {
+            problems.push(format!("{at}{net} overlaps the allowlisted {}", a.network));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let message = if problems.len() == 1 {
+        format!(
+            "{}; pass --force to ban it anyway (the allowlist still wins)",
+            problems[0]
+        )
+    } else {
+        format!(
+            "{} networks need --force; nothing was changed",
+            problems.len()
+        )
+    };
+    cap(&mut problems);
+    Err(EngineError::NeedsForce {
+        message,
+        details: if problems.len() == 1 {
+            vec![]
+        } else {
+            problems
+        },
+    })
+}
+
+/// A source name: what `ban ls --source` and `ban sync --source` use.
+fn validate_source(s: &str) -> Result<String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(EngineError::bad(
+            format!("`{s}` is not a source name (1 to 64 letters, digits, `-`, `_`, `.`, `:`)"),
+            vec![],
+        ))
+    }
+}
+
+fn cap(lines: &mut Vec<String>) {
+    if lines.len() > MAX_WARNINGS {
+        let more = lines.len() - MAX_WARNINGS;
+        lines.truncate(MAX_WARNINGS);
+        lines.push(format!("... and {more} more"));
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn drift_adds_missing_updates_changed_and_removes_stale() {
+        let t = Some(Timestamp::from_millis(10_000_000));
+        let want = vec![
+            (net("10.0.0.1/32"), None),
+            (net("10.0.0.2/32"), t),
+            (net("10.0.0.3/32"), None),
+        ];
+        let have: HashMap<_, _> = [
+            (net("10.0.0.2/32"), None),
+            (net("10.0.0.3/32"), None),
+            (net("10.0.0.4/32"), None),
+        ]
+        .into();
+        let mut effects = drift(&want, &have);
+        effects.sort_by_key(|e| e.0);
+        assert_eq!(
+            effects,
+            vec![
+                (net("10.0.0.1/32"), Effective::Banned { expires: None }),
+                (net("10.0.0.2/32"), Effective::Banned { expires: t }),
+                (net("10.0.0.4/32"), Effective::Unbanned),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_bad_network_fails_the_request_and_names_it() {
+        let err = parse_networks(&["10.0.0.1".into(), "10.0.0.300".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`10.0.0.300` is not an IP address or network; nothing was changed"
+        );
+    }
+
+    #[test]
+    fn host_bits_are_normalised_with_a_warning() {
+        let (nets, warnings) = parse_networks(&["10.0.0.77/24".into()]).unwrap();
+        assert_eq!(nets, vec![net("10.0.0.0/24")]);
+        assert_eq!(
+            warnings,
+            vec!["10.0.0.77/24 has host bits set; using 10.0.0.0/24"]
+        );
+    }
+
+    #[test]
+    fn banning_everything_or_the_allowlist_needs_force() {
+        let allows = vec![Allow {
+            network: net("192.0.2.0/24"),
+            note: String::new(),
+            created: Timestamp::now(),
+        }];
+        let everything = net("0.0.0.0/0");
+        let err = check_force([(&everything, None)].into_iter(), &allows, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("0.0.0.0/0 would drop all IPv4 traffic; pass --force"),
+            "{err}"
+        );
+        let inside = net("192.0.2.7/32");
+        let err = check_force([(&inside, Some(3))].into_iter(), &allows, false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("line 3: 192.0.2.7/32 overlaps the allowlisted 192.0.2.0/24"),
+            "{err}"
+        );
+        assert!(check_force([(&inside, None)].into_iter(), &allows, true).is_ok());
+        let elsewhere = net("198.51.100.0/24");
+        assert!(check_force([(&elsewhere, None)].into_iter(), &allows, false).is_ok());
+    }
+
+    #[test]
+    fn source_names_are_checked() {
+        assert!(validate_source("spamhaus-drop").is_ok());
+        assert!(validate_source("").is_err());
+        assert!(
+            validate_source("a b")
+                .unwrap_err()
+                .to_string()
+                .contains("not a source name")
+        );
+    }
+}
