@@ -445,7 +445,7 @@ fn restarting_with_new_table_sizes_never_lets_a_banned_source_through() {
     // A new generation of maps: load, fill, swap the program in the link, retire the old maps.
     site.agent.stop();
     std::thread::sleep(Duration::from_millis(300));
-    site.agent.set_args(&["--max-bans-v4", "5000"]);
+    site.agent.set_args(["--max-bans-v4", "5000"]);
     site.agent.restart().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     sending.store(false, Ordering::Relaxed);

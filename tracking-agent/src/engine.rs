@@ -173,13 +173,13 @@ impl Engine {
             }
             (None, until) => until,
         };
-        if let Some(e) = expires {
-            if e <= now {
-                return Err(EngineError::bad(
-                    format!("the expiry {e} is already past"),
-                    vec![],
-                ));
-            }
+        if let Some(e) = expires
+            && e <= now
+        {
+            return Err(EngineError::bad(
+                format!("the expiry {e} is already past"),
+                vec![],
+            ));
         }
         let _w = self.writer.lock().await;
         let allows = self.store.list_allows().await?;

@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn bit_ranges_cover_exactly() {
-        let mut bits = vec![0u64; 4];
+        let mut bits = [0u64; 4];
         for_bit_range(3, 130, &mut |w, b| bits[w] |= b);
         let set: Vec<usize> = (0..256)
             .filter(|&i| bits[i / 64] >> (i % 64) & 1 == 1)

@@ -32,7 +32,7 @@ impl Words {
     pub fn map(name: &'static str, map: &MapData) -> Result<Self, KernelError> {
         let info = map.info().map_err(|e| KernelError::map(name, e))?;
         let value_size = info.value_size() as usize;
-        if value_size % 8 != 0 {
+        if !value_size.is_multiple_of(8) {
             return Err(KernelError::Layout(format!(
                 "map {name} has {value_size}-byte values, not a multiple of 8"
             )));

@@ -321,10 +321,9 @@ impl Program {
             // Only now drop links of this interface in other modes (or stale ones): the new one
             // already filters.
             for entry in &mine {
-                if entry.mode != attachment.mode || !attachment.adopted {
-                    if entry.path != link_path(&links, iface, attachment.mode) {
-                        unpin_link(&entry.path);
-                    }
+                let stale = entry.mode != attachment.mode || !attachment.adopted;
+                if stale && entry.path != link_path(&links, iface, attachment.mode) {
+                    unpin_link(&entry.path);
                 }
             }
             tracing::info!(
@@ -568,8 +567,18 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
     }
     let sys_bpf = Path::new("/sys/fs/bpf");
     if pin_dir.starts_with(sys_bpf) && fs_magic(sys_bpf) != Some(BPF_FS_MAGIC) {
-        tracing::info!("mounting bpffs on /sys/fs/bpf");
         fs::create_dir_all(sys_bpf).map_err(|e| KernelError::io(sys_bpf, e))?;
+        // Two agents (or tests) starting at once must not both mount: the second mount would
+        // hide the first one's pins. Lock the directory being mounted over, then look again.
+        let dir = fs::File::open(sys_bpf).map_err(|e| KernelError::io(sys_bpf, e))?;
+        // SAFETY: flock on an fd we own; released when `dir` closes.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(KernelError::io(sys_bpf, std::io::Error::last_os_error()));
+        }
+        if fs_magic(sys_bpf) == Some(BPF_FS_MAGIC) {
+            return Ok(());
+        }
+        tracing::info!("mounting bpffs on /sys/fs/bpf");
         let src = CString::new("bpf").expect("no NUL");
         let target = CString::new("/sys/fs/bpf").expect("no NUL");
         // SAFETY: valid NUL-terminated strings; no data argument.
