@@ -158,16 +158,16 @@ fn ipv4_prefix_bans_of_every_length_drop_their_whole_network() {
             XDP_DROP,
             "/{len}, first address {first}"
         );
-        if let IpNet::V4(v4) = net(&n) {
-            if len > 0 {
-                let outside = u32::from(v4.broadcast()).wrapping_add(1);
-                let outside = std::net::Ipv4Addr::from(outside).to_string();
-                assert_eq!(
-                    f.verdict_of(&outside),
-                    XDP_PASS,
-                    "/{len}, just outside: {outside}"
-                );
-            }
+        if let IpNet::V4(v4) = net(&n)
+            && len > 0
+        {
+            let outside = u32::from(v4.broadcast()).wrapping_add(1);
+            let outside = std::net::Ipv4Addr::from(outside).to_string();
+            assert_eq!(
+                f.verdict_of(&outside),
+                XDP_PASS,
+                "/{len}, just outside: {outside}"
+            );
         }
     }
 }
