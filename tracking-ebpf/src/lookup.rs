@@ -65,7 +65,11 @@ fn live(index: u32) -> Option<Slot> {
     if deadline != 0 && unsafe { bpf_ktime_get_coarse_ns() } >= deadline {
         return None;
     }
-    Some(Slot { index, state, control })
+    Some(Slot {
+        index,
+        state,
+        control,
+    })
 }
 
 #[inline(always)]

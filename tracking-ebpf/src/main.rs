@@ -48,7 +48,9 @@ fn classify(ctx: &XdpContext) -> Verdict {
         Source::Malformed => return Verdict::Malformed,
         Source::V4(addr) => match lookup::ban4(addr) {
             None => return Verdict::Passed,
-            Some(slot) if slot.check_allowlist() && lookup::allowed4(addr) => return Verdict::Allowed,
+            Some(slot) if slot.check_allowlist() && lookup::allowed4(addr) => {
+                return Verdict::Allowed;
+            }
             Some(slot) => {
                 if flags & FLAG_LOG != 0 {
                     aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", addr, slot.index);
