@@ -35,12 +35,22 @@ pub enum StoreError {
         "the database schema is version {found}, newer than this agent knows ({known}); upgrade the agent"
     )]
     SchemaTooNew { found: i64, known: i64 },
+    #[error("cannot upgrade the database schema to version {version}: {source}")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("corrupt record in the database: {0}")]
     Corrupt(String),
     #[error("the store's worker thread has stopped")]
     Closed,
+    #[error("cannot start the store's worker thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the store's worker failed on this request (a bug, see the log)")]
+    Aborted,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
