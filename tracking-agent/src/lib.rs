@@ -8,6 +8,7 @@
 //! - [`control`]: the HTTP+JSON control API on a Unix socket; [`api`] its bodies.
 //! - [`cli`]: the `tracking` command line and its client of the control API.
 //! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps.
+//! - [`visit`]: visits, visitors and the session rule both stores apply.
 
 pub mod api;
 pub mod ban;
@@ -20,3 +21,4 @@ pub mod engine;
 pub mod kernel;
 pub mod store;
 pub mod time;
+pub mod visit;
