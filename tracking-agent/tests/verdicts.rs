@@ -434,3 +434,89 @@ fn a_full_table_is_refused_with_a_clear_error() {
     let err = f.program().maps.apply(&effects).unwrap_err().to_string();
     assert!(err.contains("full") && err.contains("4096"), "{err}");
 }
+
+#[test]
+fn the_agents_own_lookup_agrees_with_the_program_on_every_source() {
+    let mut f = Filter::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // Bans and allowlist entries clustered in a few networks, so that probes hit all cases.
+    let v4_base = [0x0a00_0000u32, 0xc000_0200, 0xcb00_7100];
+    let v6_base = [0x2001_0db8_0000_0000u64, 0x2a00_1450_4000_0000];
+    let random4 =
+        |r: u64| std::net::Ipv4Addr::from(v4_base[(r % 3) as usize] | ((r >> 8) as u32 & 0xffff));
+    let random6 = |r: u64, s: u64| {
+        std::net::Ipv6Addr::from(
+            ((v6_base[(r % 2) as usize] | (r >> 40) & 0xffff) as u128) << 64 | (s & 0xffff) as u128,
+        )
+    };
+    let mut bans = Vec::new();
+    for i in 0..300 {
+        let r = rnd();
+        let net = if i % 2 == 0 {
+            IpNet::new(
+                IpAddr::V4(random4(r)),
+                [32, 32, 30, 28, 26, 24][(r >> 40) as usize % 6],
+            )
+            .unwrap()
+        } else {
+            IpNet::new(
+                IpAddr::V6(random6(r, rnd())),
+                [128, 128, 124, 120, 116, 112][(r >> 40) as usize % 6],
+            )
+            .unwrap()
+        };
+        let expired = r % 7 == 0;
+        bans.push((net.trunc(), expired));
+    }
+    let past = Timestamp::from_millis(Timestamp::now().as_millis() - 60_000);
+    for (net, expired) in &bans {
+        let expires = if *expired { Some(past) } else { None };
+        f.program()
+            .maps
+            .apply(&[(*net, Effective::Banned { expires })])
+            .unwrap();
+    }
+    let allow: Vec<IpNet> = (0..20)
+        .map(|i| {
+            let r = rnd();
+            if i % 2 == 0 {
+                IpNet::new(IpAddr::V4(random4(r)), 28).unwrap().trunc()
+            } else {
+                IpNet::new(IpAddr::V6(random6(r, rnd())), 124)
+                    .unwrap()
+                    .trunc()
+            }
+        })
+        .collect();
+    f.program().maps.set_allowlist(&allow).unwrap();
+    let tables = f.program().maps.tables();
+    let mut dropped = 0;
+    for i in 0..3000 {
+        let r = rnd();
+        let (src, dst): (IpAddr, IpAddr) = if i % 2 == 0 {
+            (IpAddr::V4(random4(r)), "198.51.100.1".parse().unwrap())
+        } else {
+            (
+                IpAddr::V6(random6(r, rnd())),
+                "2001:db8:ffff::1".parse().unwrap(),
+            )
+        };
+        let kernel_drops = f.run(&frames::udp(src, dst, &[])) == XDP_DROP;
+        assert_eq!(
+            tables.banned(src).is_some(),
+            kernel_drops,
+            "{src}: agent and program disagree"
+        );
+        dropped += kernel_drops as u32;
+    }
+    assert!(
+        dropped > 100 && dropped < 2900,
+        "the probes should mix hits and misses ({dropped} dropped)"
+    );
+}

@@ -13,14 +13,18 @@ impl Clock {
     }
 
     fn now() -> (Timestamp, u64) {
+        (Timestamp::now(), Self::now_mono())
+    }
+
+    /// `CLOCK_MONOTONIC` now, in nanoseconds.
+    pub fn now_mono() -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         // SAFETY: valid pointer to a timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-        (Timestamp::now(), mono)
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
     /// The monotonic deadline for a wall-clock expiry; 0 for none. A time already past maps to

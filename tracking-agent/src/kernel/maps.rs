@@ -9,7 +9,11 @@
 //! changed. A word rewritten that way still has every bit the untouched bans need, so no
 //! unchanged ban is ever unenforced during an update.
 
-use std::{collections::HashSet, sync::atomic::Ordering};
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracking_common::{
@@ -47,8 +51,9 @@ pub struct Applied {
     pub removed: usize,
 }
 
-/// Mapped views of every table, filter and configuration map.
-pub struct Maps {
+/// Mapped views of every table, filter and configuration map: the read side, shared by the
+/// writer ([`Maps`]) and lookups that must not wait for it (the visit hook's `banned`).
+pub struct Tables {
     pub(super) config: Words,
     v4_filter: Words,
     v4_lens: Words,
@@ -58,14 +63,28 @@ pub struct Maps {
     slots: Words,
     allow4: Table<V4>,
     allow6: Table<V6>,
-    /// Free slots, lowest on top.
-    free: Vec<u32>,
-    /// The allowlist, indexed to tell which bans it overlaps.
-    allowed: AllowIndex,
     /// Capacity of each family, as configured; the tables are sized for it at half load.
     max_v4: usize,
     max_v6: usize,
     clock: Clock,
+}
+
+/// The writer of the maps: [`Tables`] plus the slot allocator and the allowlist index. Reads
+/// go through `Deref` to the tables.
+pub struct Maps {
+    tables: Arc<Tables>,
+    /// Free slots, lowest on top.
+    free: Vec<u32>,
+    /// The allowlist, indexed to tell which bans it overlaps.
+    allowed: AllowIndex,
+}
+
+impl std::ops::Deref for Maps {
+    type Target = Tables;
+
+    fn deref(&self) -> &Tables {
+        &self.tables
+    }
 }
 
 /// Mappings of every map, in the order [`Maps::new`] takes them.
@@ -84,7 +103,7 @@ pub struct Mappings {
 impl Maps {
     /// Takes over the mappings, reading back the slots in use.
     pub fn new(m: Mappings, max_v4: usize, max_v6: usize) -> Result<Self, KernelError> {
-        let maps = Maps {
+        let tables = Tables {
             config: m.config,
             v4_filter: m.v4_filter,
             v4_lens: m.v4_lens,
@@ -94,20 +113,13 @@ impl Maps {
             slots: m.slots,
             allow4: Table::new(m.allow4)?,
             allow6: Table::new(m.allow6)?,
-            free: Vec::new(),
-            allowed: AllowIndex::default(),
             max_v4,
             max_v6,
             clock: Clock::new(),
         };
-        let slot_count = maps.slots.len() / 2;
+        let slot_count = tables.slots.len() / 2;
         let mut used = vec![false; slot_count];
-        for (_, slot) in maps.v4.iter() {
-            if let Some(u) = used.get_mut(slot as usize) {
-                *u = true;
-            }
-        }
-        for (_, slot) in maps.v6.iter() {
+        for (_, slot) in tables.v4.iter().chain(tables.v6.iter().map(|(_, s)| (Ipv4Net::default(), s))) {
             if let Some(u) = used.get_mut(slot as usize) {
                 *u = true;
             }
@@ -116,45 +128,14 @@ impl Maps {
             .rev()
             .filter(|&s| !used[s as usize])
             .collect();
-        Ok(Maps { free, ..maps })
+        let allowed = AllowIndex::new(&tables.allowlist());
+        Ok(Maps { tables: Arc::new(tables), free, allowed })
     }
 
-    /// Number of IPv4 and IPv6 bans held.
-    pub fn counts(&self) -> (usize, usize) {
-        (self.v4.iter().count(), self.v6.iter().count())
+    /// The read side, for lookups that must not wait for the writer.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables.clone()
     }
-
-    /// Configured capacity of each family.
-    pub fn capacity(&self) -> (usize, usize) {
-        (self.max_v4, self.max_v6)
-    }
-
-    /// The ban held for `net`, if any.
-    pub fn get(&self, net: &IpNet) -> Option<KernelBan> {
-        let slot = match net {
-            IpNet::V4(n) => self.v4.get(n),
-            IpNet::V6(n) => self.v6.get(n),
-        }?;
-        Some(self.ban_at(slot))
-    }
-
-    fn ban_at(&self, slot: u32) -> KernelBan {
-        let expires_ns = self.slots[slot as usize * 2].load(Ordering::Relaxed) & SLOT_DEADLINE;
-        let hits = self.slots[slot as usize * 2 + 1].load(Ordering::Relaxed);
-        KernelBan {
-            slot,
-            expires: self.clock.to_wall(expires_ns),
-            hits,
-        }
-    }
-
-    /// Every ban held.
-    pub fn bans(&self) -> Vec<(IpNet, KernelBan)> {
-        let v4 = self.v4.iter().map(|(n, s)| (IpNet::V4(n), s));
-        let v6 = self.v6.iter().map(|(n, s)| (IpNet::V6(n), s));
-        v4.chain(v6).map(|(n, s)| (n, self.ban_at(s))).collect()
-    }
-
     /// Applies effects in one batch: new bans are enforced, removed ones stop, and bans not
     /// named are never unenforced meanwhile.
     pub fn apply(&mut self, effects: &[(IpNet, Effective)]) -> Result<Applied, KernelError> {
@@ -294,13 +275,6 @@ impl Maps {
         }
     }
 
-    /// The allowlist held.
-    pub fn allowlist(&self) -> Vec<IpNet> {
-        let v4 = self.allow4.iter().map(|(n, _)| IpNet::V4(n));
-        v4.chain(self.allow6.iter().map(|(n, _)| IpNet::V6(n)))
-            .collect()
-    }
-
     /// Makes the allowlist exactly `nets`.
     pub fn set_allowlist(&mut self, nets: &[IpNet]) -> Result<(), KernelError> {
         let want: HashSet<IpNet> = nets.iter().copied().collect();
@@ -368,10 +342,6 @@ impl Maps {
         self.set_flag(FLAG_MONITOR, on);
     }
 
-    pub fn monitor(&self) -> bool {
-        self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_MONITOR != 0
-    }
-
     /// Turns logging of every match through aya-log on or off.
     pub fn set_log_matches(&self, on: bool) {
         self.set_flag(FLAG_LOG, on);
@@ -386,10 +356,119 @@ impl Maps {
         }
     }
 
+}
+
+impl Tables {
+    /// Number of IPv4 and IPv6 bans held.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.v4.iter().count(), self.v6.iter().count())
+    }
+
+    /// Configured capacity of each family.
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.max_v4, self.max_v6)
+    }
+
+    /// The ban held for `net`, if any.
+    pub fn get(&self, net: &IpNet) -> Option<KernelBan> {
+        let slot = match net {
+            IpNet::V4(n) => self.v4.get(n),
+            IpNet::V6(n) => self.v6.get(n),
+        }?;
+        Some(self.ban_at(slot))
+    }
+
+    fn ban_at(&self, slot: u32) -> KernelBan {
+        let expires_ns = self.slots[slot as usize * 2].load(Ordering::Relaxed) & SLOT_DEADLINE;
+        let hits = self.slots[slot as usize * 2 + 1].load(Ordering::Relaxed);
+        KernelBan {
+            slot,
+            expires: self.clock.to_wall(expires_ns),
+            hits,
+        }
+    }
+
+    /// Every ban held.
+    pub fn bans(&self) -> Vec<(IpNet, KernelBan)> {
+        let v4 = self.v4.iter().map(|(n, s)| (IpNet::V4(n), s));
+        let v6 = self.v6.iter().map(|(n, s)| (IpNet::V6(n), s));
+        v4.chain(v6).map(|(n, s)| (n, self.ban_at(s))).collect()
+    }
+
+    /// The allowlist held.
+    pub fn allowlist(&self) -> Vec<IpNet> {
+        let v4 = self.allow4.iter().map(|(n, _)| IpNet::V4(n));
+        v4.chain(self.allow6.iter().map(|(n, _)| IpNet::V6(n)))
+            .collect()
+    }
+
+    pub fn monitor(&self) -> bool {
+        self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_MONITOR != 0
+    }
+
     /// Whether the IPv6 filter is off because of a very wide IPv6 ban.
     pub fn v6_filter_off(&self) -> bool {
         self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_V6_ALL != 0
     }
+
+    /// The ban that would drop a packet from `ip` right now, as the program decides it: the
+    /// longest live ban matching it, unless the allowlist covers it. Monitor mode is not
+    /// considered (the answer is what is banned, not what is dropped).
+    pub fn banned(&self, ip: IpAddr) -> Option<(IpNet, KernelBan)> {
+        let now = Clock::now_mono();
+        let live = |slot: u32| {
+            let deadline = self.slots[slot as usize * 2].load(Ordering::Acquire) & SLOT_DEADLINE;
+            deadline == 0 || now < deadline
+        };
+        let found = match ip {
+            IpAddr::V4(a) => {
+                let bits = a.to_bits();
+                let lens = self.v4_lens[(bits >> 16) as usize].load(Ordering::Acquire);
+                lengths(&[lens], 32).find_map(|len| {
+                    let net = Ipv4Net::new(a, len).expect("valid length").trunc();
+                    self.v4.get(&net).filter(|s| live(*s)).map(|s| (IpNet::V4(net), s))
+                })
+            }
+            IpAddr::V6(a) => {
+                let words = self.words(config::V6_LENS);
+                lengths(&words, 128).find_map(|len| {
+                    let net = Ipv6Net::new(a, len).expect("valid length").trunc();
+                    self.v6.get(&net).filter(|s| live(*s)).map(|s| (IpNet::V6(net), s))
+                })
+            }
+        }?;
+        if self.allowlisted(ip) {
+            return None;
+        }
+        Some((found.0, self.ban_at(found.1)))
+    }
+
+    /// Whether `ip` is inside an allowlisted network.
+    pub fn allowlisted(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => {
+                let lens = self.config[config::ALLOW4_LENS as usize].load(Ordering::Acquire);
+                lengths(&[lens], 32).any(|len| self.allow4.get(&Ipv4Net::new(a, len).expect("valid").trunc()).is_some())
+            }
+            IpAddr::V6(a) => {
+                let words = self.words(config::ALLOW6_LENS);
+                lengths(&words, 128).any(|len| self.allow6.get(&Ipv6Net::new(a, len).expect("valid").trunc()).is_some())
+            }
+        }
+    }
+
+    fn words(&self, first: u32) -> [u64; 3] {
+        let w = |i: u32| self.config[(first + i) as usize].load(Ordering::Acquire);
+        [w(0), w(1), w(2)]
+    }
+}
+
+/// Prefix lengths present in a length mask (bit `width - len`, counted across the words),
+/// longest first: the order the program probes them in.
+fn lengths(words: &[u64], width: u32) -> impl Iterator<Item = u8> + '_ {
+    words.iter().enumerate().flat_map(move |(w, &word)| {
+        (0..64u32).filter(move |b| word >> b & 1 == 1).map(move |b| (width - (w as u32 * 64 + b)) as u8)
+    })
 }
 
 /// The allowlist, arranged to answer "does any allowlisted network overlap this ban?" with a
