@@ -150,6 +150,23 @@ pub struct StatsView {
     pub bans_v4: usize,
     pub bans_v6: usize,
     pub monitor: bool,
+    /// Visit tracking counters (absent from an agent without the tracker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visits: Option<VisitStats>,
+}
+
+/// Counters of the visit hook.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct VisitStats {
+    /// Visits tracked since the agent started.
+    pub tracked: u64,
+    /// Visits not tracked (user-agent rule or no-tracking prefix).
+    pub untracked: u64,
+    /// Visits written to the store.
+    pub stored: u64,
+    /// Visits the store refused even after retries.
+    pub lost: u64,
+    pub active: crate::active::Counts,
 }
 
 /// Usage of one kernel table.

@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_BANS_V4: u32 = 1 << 20;
 pub const DEFAULT_MAX_BANS_V6: u32 = 1 << 17;
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(60);
 pub const DEFAULT_REAP: Duration = Duration::from_secs(5);
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+pub const DEFAULT_TRACKING_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Flags of `tracking agent run`. Each also reads an environment variable; neither has a
 /// default here, so that the configuration file can fill what they leave out.
@@ -43,8 +46,15 @@ pub struct RunArgs {
     /// Control socket the CLI talks to [default: /run/tracking/tracking.sock]
     #[arg(long, env = "TRACKING_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Ban store: a SQLite file path [default: /var/lib/tracking/tracking.db]
-    #[arg(long, env = "TRACKING_DATABASE", value_name = "PATH")]
+    /// Ban store: a SQLite file path, or a postgres:// URL of a database a fleet of agents
+    /// shares [default: /var/lib/tracking/tracking.db]
+    // The URL may hold a password: `--help` must not show it from the environment.
+    #[arg(
+        long,
+        env = "TRACKING_DATABASE",
+        value_name = "PATH|URL",
+        hide_env_values = true
+    )]
     pub database: Option<String>,
     /// Directory on bpffs for the pinned maps and links [default: /sys/fs/bpf/tracking]
     #[arg(long, env = "TRACKING_BPFFS_DIR", value_name = "DIR")]
@@ -68,6 +78,42 @@ pub struct RunArgs {
     /// Log every match from the XDP program at debug level (costly) [default: off]
     #[arg(long, env = "TRACKING_LOG_MATCHES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub log_matches: Option<bool>,
+    /// Listener for the visit hook, the API and the pages, or `off` [default: 127.0.0.1:8080]
+    #[arg(long, env = "TRACKING_HTTP", value_name = "ADDR|off")]
+    pub http: Option<String>,
+    /// Bearer token the app sends with visit hooks [default: generated at first start and kept in `hook-token` next to the database]
+    #[arg(
+        long,
+        env = "TRACKING_HOOK_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub hook_token: Option<String>,
+    /// Bearer token of the admin API and the pages [default: generated at first start and kept in `admin-token` next to the database]
+    #[arg(
+        long,
+        env = "TRACKING_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// MaxMind DB file (GeoLite2-City.mmdb or GeoIP2-City.mmdb) to place visitors on the map [default: none]
+    #[arg(long, env = "TRACKING_GEOIP_DB", value_name = "PATH")]
+    pub geoip_db: Option<PathBuf>,
+    /// A visitor seen within this long is active [default: 10m]
+    #[arg(long, env = "TRACKING_TRACKING_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub tracking_timeout: Option<Duration>,
+    /// Visitor records not updated for this long are deleted [default: 24h]
+    #[arg(long, env = "TRACKING_CLEANUP_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub cleanup_timeout: Option<Duration>,
+    /// Paths under this prefix are never tracked; repeat for several [default: none]
+    #[arg(
+        long = "no-track-prefix",
+        env = "TRACKING_NO_TRACK_PREFIX",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    pub no_track_prefixes: Vec<String>,
     /// Log filter, as in RUST_LOG [default: info]
     #[arg(long, env = "TRACKING_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -94,7 +140,37 @@ pub struct FileConfig {
     pub reap_interval: Option<Duration>,
     pub monitor: Option<bool>,
     pub log_matches: Option<bool>,
+    pub http: Option<String>,
+    pub hook_token: Option<String>,
+    pub admin_token: Option<String>,
+    pub geoip_db: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub tracking_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub cleanup_timeout: Option<Duration>,
+    pub no_track_prefix: Option<Vec<String>>,
     pub log: Option<String>,
+}
+
+fn parse_http(s: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        ConfigError::Invalid(format!(
+            "http: `{s}` is not an address like 127.0.0.1:8080 (or `off`)"
+        ))
+    })
+}
+
+fn secret(name: &str, value: Option<String>) -> Result<Option<Secret>, ConfigError> {
+    match value {
+        Some(v) if v.trim().len() < 16 => Err(ConfigError::Invalid(format!(
+            "{name}: a token must be at least 16 characters (leave it unset to have one generated)"
+        ))),
+        Some(v) => Ok(Some(Secret(v.trim().to_string()))),
+        None => Ok(None),
+    }
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -104,23 +180,56 @@ fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration
 }
 
 /// Where bans are stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL. It may hold a password, so it is shown only
+    /// through `Display` and `Debug`, which hide it.
+    Postgres(String),
 }
 
 impl Database {
     pub fn parse(s: &str) -> Result<Self, ConfigError> {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            return Err(ConfigError::Invalid(
-                "database: PostgreSQL is not supported by this build yet; use a SQLite file path"
-                    .into(),
-            ));
+            // Checked here so that a typo is a configuration error at start, not a failure to
+            // connect later.
+            if let Err(e) = s.parse::<tokio_postgres::Config>() {
+                return Err(ConfigError::Invalid(format!(
+                    "database: {} is not a valid PostgreSQL URL: {e}",
+                    crate::store::postgres::redacted(s)
+                )));
+            }
+            return Ok(Database::Postgres(s.to_owned()));
         }
         if s.is_empty() {
             return Err(ConfigError::Invalid("database: empty path".into()));
         }
         Ok(Database::Sqlite(PathBuf::from(s)))
+    }
+}
+
+/// `sqlite PATH` or `postgresql URL`, the password hidden.
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "sqlite {}", path.display()),
+            Database::Postgres(url) => {
+                write!(f, "postgresql {}", crate::store::postgres::redacted(url))
+            }
+        }
+    }
+}
+
+/// As derived, but with the password of a URL hidden (`AgentConfig` is logged with `{:?}`).
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Database::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&crate::store::postgres::redacted(url))
+                .finish(),
+        }
     }
 }
 
@@ -138,7 +247,25 @@ pub struct AgentConfig {
     pub reap_interval: Duration,
     pub monitor: bool,
     pub log_matches: bool,
+    /// `None` when the HTTP listener is off.
+    pub http: Option<std::net::SocketAddr>,
+    pub hook_token: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub geoip_db: Option<PathBuf>,
+    pub tracking_timeout: Duration,
+    pub cleanup_timeout: Duration,
+    pub no_track_prefixes: Vec<String>,
     pub log: String,
+}
+
+/// A token: shown as `***` in logs and `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +283,17 @@ pub enum ConfigError {
 }
 
 impl AgentConfig {
+    /// Where the agent keeps small files of its own (the generated tokens): next to the SQLite
+    /// database, or `/var/lib/tracking`.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Database::Sqlite(path) = &self.database
+            && let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            return dir.to_path_buf();
+        }
+        PathBuf::from("/var/lib/tracking")
+    }
+
     /// Merges flags (and their environment variables) over the file over the defaults.
     /// `default_iface` is asked only when no interface is configured anywhere.
     pub fn resolve(
@@ -223,8 +361,44 @@ impl AgentConfig {
                 .unwrap_or(DEFAULT_REAP),
             monitor: args.monitor.or(file.monitor).unwrap_or(false),
             log_matches: args.log_matches.or(file.log_matches).unwrap_or(false),
+            http: parse_http(
+                &args
+                    .http
+                    .or(file.http)
+                    .unwrap_or_else(|| DEFAULT_HTTP.into()),
+            )?,
+            hook_token: secret("hook-token", args.hook_token.or(file.hook_token))?,
+            admin_token: secret("admin-token", args.admin_token.or(file.admin_token))?,
+            geoip_db: args.geoip_db.or(file.geoip_db),
+            tracking_timeout: args
+                .tracking_timeout
+                .or(file.tracking_timeout)
+                .unwrap_or(DEFAULT_TRACKING_TIMEOUT),
+            cleanup_timeout: args
+                .cleanup_timeout
+                .or(file.cleanup_timeout)
+                .unwrap_or(DEFAULT_CLEANUP_TIMEOUT),
+            no_track_prefixes: if args.no_track_prefixes.is_empty() {
+                file.no_track_prefix.unwrap_or_default()
+            } else {
+                args.no_track_prefixes
+            },
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
         };
+        for p in &config.no_track_prefixes {
+            if !p.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "no-track-prefix: `{p}` is not a path (it must start with /)"
+                )));
+            }
+        }
+        if config.cleanup_timeout < config.tracking_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "cleanup-timeout ({}) is shorter than tracking-timeout ({}): active visitors would be deleted",
+                crate::time::format_duration(config.cleanup_timeout),
+                crate::time::format_duration(config.tracking_timeout)
+            )));
+        }
         if config.max_bans_v4 == 0 || config.max_bans_v6 == 0 {
             return Err(ConfigError::Invalid(
                 "max-bans-v4 and max-bans-v6 must be at least 1".into(),
@@ -364,6 +538,49 @@ mod tests {
             })
             .contains("address")
         );
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgresql_and_its_password_is_never_shown() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let url = "postgres://u:secret@h/db";
+        let args = <Cli as clap::Parser>::try_parse_from([
+            "tracking",
+            "--config",
+            "/dev/null",
+            "--database",
+            url,
+        ])
+        .unwrap()
+        .run;
+        let c = resolve(args).unwrap();
+        assert_eq!(c.database, Database::Postgres(url.into()));
+        for shown in [
+            c.database.to_string(),
+            format!("{:?}", c.database),
+            format!("{c:?}"),
+        ] {
+            assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+            assert!(!shown.contains("secret"), "{shown}");
+        }
+        assert_eq!(
+            Database::parse("postgresql:///db?host=/run/postgresql").unwrap(),
+            Database::Postgres("postgresql:///db?host=/run/postgresql".into())
+        );
+    }
+
+    #[test]
+    fn a_malformed_postgres_url_is_refused_without_showing_its_password() {
+        let err = Database::parse("postgres://u:secret@h:notaport/db")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a valid PostgreSQL URL"), "{err}");
+        assert!(err.contains("u:***@h:notaport/db"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]

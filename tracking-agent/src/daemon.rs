@@ -9,28 +9,55 @@ use tokio::io::unix::AsyncFd;
 
 use crate::{
     config::{AgentConfig, Database},
-    control,
+    control::{self, App},
     engine::Engine,
-    store::{Store, sqlite::SqliteStore},
+    geoip::GeoIp,
+    store::{Store, postgres::PgStore, sqlite::SqliteStore},
+    tokens::Tokens,
+    tracker::{Tracker, TrackerConfig},
 };
 
-/// Opens the configured store.
-pub fn open_store(db: &Database) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store: the SQLite file, or a connection pool to the PostgreSQL
+/// database (whose schema it brings up to date).
+pub async fn open_store(db: &Database) -> anyhow::Result<Arc<dyn Store>> {
     match db {
         Database::Sqlite(path) => {
             Ok(Arc::new(SqliteStore::open(path).with_context(|| {
                 format!("opening the store {}", path.display())
             })?))
         }
+        Database::Postgres(url) => Ok(Arc::new(
+            PgStore::connect(url)
+                .await
+                // `db` shows the URL with its password hidden.
+                .with_context(|| format!("opening the store {db}"))?,
+        )),
     }
 }
 
 /// Runs the agent until a termination signal.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let store = open_store(&config.database)?;
+    let store = open_store(&config.database).await?;
     tracing::info!("store: {}", store.describe());
-    let listener = control::bind(&config.socket).await?;
-    let engine = Engine::start(config.clone(), store).await?;
+    let socket = control::bind(&config.socket).await?;
+    let http = match config.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--http)"))?,
+        ),
+        None => None,
+    };
+    let geoip = match &config.geoip_db {
+        Some(path) => Some(Arc::new(GeoIp::open(path)?)),
+        None => None,
+    };
+    let tokens = Tokens::load(
+        &config.state_dir(),
+        config.hook_token.clone(),
+        config.admin_token.clone(),
+    )?;
+    let engine = Engine::start(config.clone(), store.clone()).await?;
     let status = engine.status();
     for a in &status.interfaces {
         tracing::info!("filtering {} in {} mode", a.iface, a.mode);
@@ -42,6 +69,35 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         status.bans_v4.used,
         status.bans_v6.used
     );
+    let (tracker, tracker_tasks) = Tracker::start(
+        store.clone(),
+        TrackerConfig {
+            tracking_timeout: config.tracking_timeout,
+            cleanup_timeout: config.cleanup_timeout,
+            no_track_prefixes: config.no_track_prefixes.clone(),
+        },
+    )
+    .await?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let app = App {
+        tables: engine.tables(),
+        engine: engine.clone(),
+        tracker,
+        geoip,
+        tokens: Some(Arc::new(tokens)),
+        stopping: stopping.clone(),
+    };
+    match &http {
+        Some(l) => tracing::info!(
+            "visit hook at http://{}/v1/visits, pages at http://{}/ (tokens: --hook-token/--admin-token, or the files in {})",
+            l.local_addr()?,
+            l.local_addr()?,
+            config.state_dir().display()
+        ),
+        None => tracing::info!(
+            "HTTP listener off (--http off): hook and pages only on the control socket"
+        ),
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(every(
@@ -71,15 +127,56 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
         },
     ));
+    if let Some(mut changes) = store.ban_changes() {
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            while changes.changed().await.is_ok() {
+                match engine.reconcile().await {
+                    Ok(a) => tracing::info!(
+                        "bans changed by another agent: {} added, {} updated, {} removed",
+                        a.added,
+                        a.updated,
+                        a.removed
+                    ),
+                    Err(err) => tracing::error!("reconcile after a change elsewhere failed: {err}"),
+                }
+            }
+        });
+    }
     if let Some(logger) = engine.take_logger() {
         tasks.spawn(forward_program_logs(logger));
     }
 
-    axum::serve(listener, control::router(engine.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving the control socket")?;
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(
+        axum::serve(socket, control::socket_router(app.clone()))
+            .with_graceful_shutdown(until_stopped(stopping.clone()))
+            .into_future(),
+    );
+    if let Some(http) = http {
+        servers.spawn(
+            axum::serve(http, control::http_router(app.clone()))
+                .with_graceful_shutdown(until_stopped(stopping.clone()))
+                .into_future(),
+        );
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        Some(done) = servers.join_next() => {
+            done.context("a listener task failed")?.context("serving HTTP")?;
+        }
+    }
+    let _ = stop.send(true);
+    while let Some(done) = servers.join_next().await {
+        done.context("a listener task failed")?
+            .context("serving HTTP")?;
+    }
     tasks.shutdown().await;
+    drop(app);
+    tracker_tasks.shutdown().await;
     let _ = std::fs::remove_file(&config.socket);
     tracing::info!(
         "stopped; the filter keeps dropping from its pins (`tracking agent detach` removes it)"

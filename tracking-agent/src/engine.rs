@@ -123,6 +123,11 @@ impl Engine {
         Ok(Arc::new(engine))
     }
 
+    /// The read side of the kernel tables, for lookups that must not wait for changes.
+    pub fn tables(&self) -> Arc<crate::kernel::maps::Tables> {
+        self.program.lock().expect("program lock").maps.tables()
+    }
+
     /// The aya-log reader of the program, for the daemon to poll.
     pub fn take_logger(&self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
         self.program.lock().expect("program lock").take_logger()
@@ -442,6 +447,7 @@ impl Engine {
             bans_v4: v4,
             bans_v6: v6,
             monitor: p.maps.monitor(),
+            visits: None,
         })
     }
 

@@ -9,7 +9,10 @@
 //! - [`cli`]: the `tracking` command line and its client of the control API.
 //! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps.
 //! - [`visit`]: visits, visitors and the session rule both stores apply.
+//! - [`geoip`]: where a visitor is, from a MaxMind City database, for the map.
+//! - [`web`]: the pages; [`web::assets`] embeds their files.
 
+pub mod active;
 pub mod api;
 pub mod ban;
 pub mod blocklist;
@@ -18,7 +21,11 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod geoip;
 pub mod kernel;
 pub mod store;
 pub mod time;
+pub mod tokens;
+pub mod tracker;
 pub mod visit;
+pub mod web;

@@ -12,6 +12,9 @@ use crate::api::{
     AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanView, ErrorBody, RemoveAllows,
     RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView, SyncQuery, SyncReply,
 };
+use crate::control::routes::{AddUaRules, RemoveUaReply, RemoveUaRules};
+use crate::tracker::VisitorView;
+use crate::visit::UaRule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -145,6 +148,27 @@ impl Client {
 
     pub async fn add_allows(&self, req: &AddAllows) -> Result<AddAllowsReply, ClientError> {
         self.post("/v1/allow", req).await
+    }
+
+    pub async fn list_ua_rules(&self) -> Result<Vec<UaRule>, ClientError> {
+        self.get("/v1/ua").await
+    }
+
+    pub async fn add_ua_rules(&self, req: &AddUaRules) -> Result<Vec<UaRule>, ClientError> {
+        self.post("/v1/ua", req).await
+    }
+
+    pub async fn remove_ua_rules(&self, req: &RemoveUaRules) -> Result<RemoveUaReply, ClientError> {
+        self.post("/v1/ua/remove", req).await
+    }
+
+    pub async fn visitors(
+        &self,
+        active: bool,
+        limit: usize,
+    ) -> Result<Vec<VisitorView>, ClientError> {
+        self.get(&format!("/v1/visitors?active={active}&limit={limit}"))
+            .await
     }
 
     pub async fn remove_allows(

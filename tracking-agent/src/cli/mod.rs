@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     api::{AddAllows, AddBans, RemoveAllows, RemoveBans, SyncQuery},
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, RunArgs},
+    control::routes::{AddUaRules, RemoveUaRules},
     time::{Timestamp, parse_duration},
 };
 use client::{Client, ClientError};
@@ -39,6 +40,20 @@ pub enum Command {
     /// Manage the allowlist: networks never dropped, whatever the bans say
     #[command(subcommand)]
     Allow(AllowCommand),
+    /// Manage user-agent rules: visits whose user agent contains a keyword are not tracked
+    #[command(subcommand)]
+    Ua(UaCommand),
+    /// Visitors: who is on the site now (or recently)
+    Visitors {
+        /// Every stored visitor record, not only the active ones
+        #[arg(long)]
+        all: bool,
+        /// At most this many, most recent first
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: usize,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Packet counters and the bans that matched most
     Stats(JsonFlag),
     /// Interfaces, attach mode, map usage, pins and store of the running agent
@@ -126,6 +141,25 @@ pub enum AllowCommand {
         networks: Vec<String>,
     },
     /// List the allowlist
+    Ls(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UaCommand {
+    /// Stop tracking visits whose user agent contains these keywords (case-insensitive)
+    Add {
+        #[arg(required = true, value_name = "KEYWORD")]
+        keywords: Vec<String>,
+        /// Why, shown in `ua ls`
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Remove user-agent rules
+    Rm {
+        #[arg(required = true, value_name = "KEYWORD")]
+        keywords: Vec<String>,
+    },
+    /// List the user-agent rules
     Ls(JsonFlag),
 }
 
@@ -250,6 +284,36 @@ pub async fn run(
                 },
             );
         }
+        Command::Ua(UaCommand::Add { keywords, note }) => {
+            let added = client.add_ua_rules(&AddUaRules { keywords, note }).await?;
+            print(out, output::added_ua(&added));
+        }
+        Command::Ua(UaCommand::Rm { keywords }) => {
+            let reply = client.remove_ua_rules(&RemoveUaRules { keywords }).await?;
+            print(out, output::removed_ua(&reply));
+        }
+        Command::Ua(UaCommand::Ls(json)) => {
+            let rules = client.list_ua_rules().await?;
+            print(
+                out,
+                if json.json {
+                    output::json(&rules)
+                } else {
+                    output::ua_table(&rules)
+                },
+            );
+        }
+        Command::Visitors { all, limit, json } => {
+            let visitors = client.visitors(!all, limit).await?;
+            print(
+                out,
+                if json.json {
+                    output::json(&visitors)
+                } else {
+                    output::visitor_table(&visitors)
+                },
+            );
+        }
         Command::Stats(json) => {
             let stats = client.stats().await?;
             print(
@@ -368,6 +432,23 @@ mod tests {
     fn ban_add_needs_a_network() {
         let err = parse(&["ban", "add"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn ua_and_visitors_parse() {
+        let cli = parse(&["ua", "add", "bot", "Crawler", "--note", "search engines"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Ua(UaCommand::Add { ref keywords, .. }) if keywords == &["bot", "Crawler"])
+        );
+        let cli = parse(&["visitors", "--all", "--limit", "5", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Visitors {
+                all: true,
+                limit: 5,
+                json: JsonFlag { json: true }
+            }
+        ));
     }
 
     #[test]

@@ -7,7 +7,10 @@ use crate::{
         AddAllowsReply, AddBansReply, AllowView, BanView, RemoveAllowsReply, RemoveBansReply,
         StatsView, StatusView, SyncReply,
     },
+    control::routes::RemoveUaReply,
     time::format_duration,
+    tracker::VisitorView,
+    visit::UaRule,
 };
 
 pub fn json<T: serde::Serialize>(value: &T) -> String {
@@ -182,6 +185,19 @@ pub fn stats(s: &StatsView) -> String {
             ""
         }
     );
+    if let Some(v) = &s.visits {
+        let _ = writeln!(
+            out,
+            "{} active visitors ({} registered, {} guests); {} visits tracked, {} not tracked, {} stored, {} lost",
+            v.active.visitors,
+            v.active.registered,
+            v.active.guests,
+            v.tracked,
+            v.untracked,
+            v.stored,
+            v.lost
+        );
+    }
     if !s.top.is_empty() {
         out.push('\n');
         out.push_str(&table(
@@ -247,4 +263,60 @@ pub fn status(s: &StatusView) -> String {
         let _ = writeln!(out, "reconciled {t}");
     }
     out
+}
+
+pub fn ua_table(rules: &[UaRule]) -> String {
+    if rules.is_empty() {
+        return "no user-agent rules\n".into();
+    }
+    let rows = rules
+        .iter()
+        .map(|r| vec![r.keyword.clone(), r.created.to_string(), r.note.clone()])
+        .collect();
+    table(&["KEYWORD", "ADDED", "NOTE"], rows)
+}
+
+pub fn added_ua(rules: &[UaRule]) -> String {
+    rules
+        .iter()
+        .map(|r| format!("not tracking user agents containing `{}`\n", r.keyword))
+        .collect()
+}
+
+pub fn removed_ua(reply: &RemoveUaReply) -> String {
+    let mut out = String::new();
+    for r in &reply.removed {
+        let _ = writeln!(out, "removed the rule `{}`", r.keyword);
+    }
+    for k in &reply.not_found {
+        let _ = writeln!(out, "warning: no rule `{k}`");
+    }
+    out
+}
+
+pub fn visitor_table(visitors: &[VisitorView]) -> String {
+    if visitors.is_empty() {
+        return "no visitors\n".into();
+    }
+    let now = crate::time::Timestamp::now();
+    let rows = visitors
+        .iter()
+        .map(|v| {
+            let ago = std::time::Duration::from_millis(
+                (now.as_millis() - v.last_update.as_millis()).max(0) as u64,
+            );
+            vec![
+                v.ip.to_string(),
+                v.user.clone().unwrap_or_else(|| "guest".into()),
+                v.last_page.clone(),
+                v.page_views.to_string(),
+                format!("{} ago", format_duration(ago)),
+                v.referrer.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["ADDRESS", "USER", "LAST PAGE", "VIEWS", "SEEN", "REFERRER"],
+        rows,
+    )
 }

@@ -28,6 +28,21 @@ impl ApiError {
         }
     }
 
+    /// An error with one line per offending item.
+    pub fn with_details(
+        status: StatusCode,
+        error: impl Into<String>,
+        details: Vec<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                details,
+            },
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -69,6 +84,12 @@ impl From<EngineError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         ApiError::new(r.status(), r.body_text())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        EngineError::Store(e).into()
     }
 }
 

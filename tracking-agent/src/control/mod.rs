@@ -1,15 +1,57 @@
-//! The control API: HTTP+JSON on a Unix socket (mode 0600), which the CLI talks to.
+//! The HTTP API, on two listeners (see `docs/http-api.md`):
+//! - the control socket (mode 0600, root only): every API route, no tokens; the CLI uses it;
+//! - the HTTP listener: the hook behind the hook token; the admin API and the pages behind the
+//!   admin token.
 //!
-//! Routes (bodies in [`crate::api`]):
-//! - `GET /v1/status`, `GET /v1/stats`
-//! - `GET /v1/bans[?source=S]`, `POST /v1/bans`, `POST /v1/bans/remove`,
-//!   `POST /v1/bans/sync?source=S[&force=true]` with the list as a `text/plain` body
-//! - `GET /v1/allow`, `POST /v1/allow`, `POST /v1/allow/remove`
+//! - [`hook`]: the visit hook and active counts.
+//! - [`routes`]: bans, allowlist, user-agent rules, visitors, feed, map, status, stats.
+//! - [`auth`]: the tokens.
+//! - [`unix`]: the control socket.
 
+pub mod auth;
 mod error;
-mod routes;
+pub mod hook;
+pub mod routes;
 mod unix;
 
+use std::sync::Arc;
+
+use axum::{Router, middleware};
+
 pub use error::ApiError;
-pub use routes::router;
 pub use unix::{SocketError, bind};
+
+use crate::{engine::Engine, geoip::GeoIp, kernel::maps::Tables, tokens::Tokens, tracker::Tracker};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct App {
+    pub engine: Arc<Engine>,
+    pub tracker: Arc<Tracker>,
+    /// The kernel tables, for the hook's `banned` (read without the engine's locks).
+    pub tables: Arc<Tables>,
+    pub geoip: Option<Arc<GeoIp>>,
+    /// `None` on the control socket.
+    pub tokens: Option<Arc<Tokens>>,
+    /// Turns true when the agent stops: long-lived answers (the live feed) end then, so that
+    /// the listeners can shut down.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Every API route without tokens, for the control socket.
+pub fn socket_router(mut app: App) -> Router {
+    app.tokens = None;
+    hook::routes().merge(routes::admin()).with_state(app)
+}
+
+/// The HTTP listener: the hook behind the hook token, the admin API and the pages behind the
+/// admin token, and the login.
+pub fn http_router(app: App) -> Router {
+    let hook = hook::routes().route_layer(middleware::from_fn_with_state(app.clone(), auth::hook));
+    let admin = routes::admin()
+        .merge(crate::web::pages())
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::admin));
+    hook.merge(admin)
+        .merge(crate::web::public())
+        .with_state(app)
+}

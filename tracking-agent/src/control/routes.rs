@@ -1,49 +1,73 @@
-//! The handlers: each parses its input, calls the engine, and answers JSON.
+//! The admin API: bans, allowlist, user-agent rules, visitors, the live feed, the map, status
+//! and stats. Each handler parses its input, calls the engine or the tracker, and answers JSON.
 
-use std::sync::Arc;
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Query, State, rejection::JsonRejection},
+    extract::{Query, State, rejection::JsonRejection, rejection::QueryRejection},
+    http::StatusCode,
+    response::sse::{Event, KeepAlive, Sse},
     routing::{get, post},
 };
-use serde::Deserialize;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
 
-use super::ApiError;
+use super::{ApiError, App};
 use crate::{
+    active::PageCount,
     api::{
         AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanView, RemoveAllows,
         RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView, SyncQuery,
         SyncReply,
     },
-    engine::Engine,
+    geoip::Location,
+    time::Timestamp,
+    tracker::VisitorView,
+    visit::UaRule,
 };
 
 /// The largest block list `POST /v1/bans/sync` takes: room for several million lines.
 const MAX_LIST_BYTES: usize = 256 << 20;
 
-/// The control routes over `engine`.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub(super) fn admin() -> Router<App> {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/stats", get(stats))
         .route("/v1/bans", get(list_bans).post(add_bans))
         .route("/v1/bans/remove", post(remove_bans))
-        .route("/v1/bans/sync", post(sync_bans))
+        .route(
+            "/v1/bans/sync",
+            post(sync_bans).layer(axum::extract::DefaultBodyLimit::max(MAX_LIST_BYTES)),
+        )
         .route("/v1/allow", get(list_allows).post(add_allows))
         .route("/v1/allow/remove", post(remove_allows))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_LIST_BYTES))
-        .with_state(engine)
+        .route("/v1/ua", get(list_ua).post(add_ua))
+        .route("/v1/ua/remove", post(remove_ua))
+        .route("/v1/visitors", get(visitors))
+        .route("/v1/active/pages", get(busiest_pages))
+        .route("/v1/feed", get(feed))
+        .route("/v1/map", get(map))
 }
 
 type Reply<T> = Result<Json<T>, ApiError>;
 
-async fn status(State(engine): State<Arc<Engine>>) -> Json<StatusView> {
-    Json(engine.status())
+async fn status(State(app): State<App>) -> Json<StatusView> {
+    Json(app.engine.status())
 }
 
-async fn stats(State(engine): State<Arc<Engine>>) -> Reply<StatsView> {
-    Ok(Json(engine.stats()?))
+async fn stats(State(app): State<App>) -> Reply<StatsView> {
+    let mut stats = app.engine.stats()?;
+    let t = &app.tracker.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    stats.visits = Some(crate::api::VisitStats {
+        tracked: load(&t.tracked),
+        untracked: load(&t.untracked),
+        stored: load(&t.stored),
+        lost: load(&t.lost),
+        active: app.tracker.counts(None),
+    });
+    Ok(Json(stats))
 }
 
 #[derive(Deserialize)]
@@ -53,60 +77,271 @@ struct BanFilter {
 }
 
 async fn list_bans(
-    State(engine): State<Arc<Engine>>,
-    query: Result<Query<BanFilter>, axum::extract::rejection::QueryRejection>,
+    State(app): State<App>,
+    query: Result<Query<BanFilter>, QueryRejection>,
 ) -> Reply<Vec<BanView>> {
     let Query(filter) = query?;
-    Ok(Json(engine.list_bans(filter.source.as_deref()).await?))
+    Ok(Json(app.engine.list_bans(filter.source.as_deref()).await?))
 }
 
 async fn add_bans(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     body: Result<Json<AddBans>, JsonRejection>,
 ) -> Reply<AddBansReply> {
     let Json(req) = body?;
-    Ok(Json(engine.add_bans(req).await?))
+    Ok(Json(app.engine.add_bans(req).await?))
 }
 
 async fn remove_bans(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     body: Result<Json<RemoveBans>, JsonRejection>,
 ) -> Reply<RemoveBansReply> {
     let Json(req) = body?;
-    Ok(Json(engine.remove_bans(req).await?))
+    Ok(Json(app.engine.remove_bans(req).await?))
 }
 
 async fn sync_bans(
-    State(engine): State<Arc<Engine>>,
-    query: Result<Query<SyncQuery>, axum::extract::rejection::QueryRejection>,
+    State(app): State<App>,
+    query: Result<Query<SyncQuery>, QueryRejection>,
     body: axum::body::Bytes,
 ) -> Reply<SyncReply> {
     let Query(q) = query?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
             format!("the list is not UTF-8 text: {e}"),
         )
     })?;
-    Ok(Json(engine.sync(&q.source, q.force, text).await?))
+    Ok(Json(app.engine.sync(&q.source, q.force, text).await?))
 }
 
-async fn list_allows(State(engine): State<Arc<Engine>>) -> Reply<Vec<AllowView>> {
-    Ok(Json(engine.list_allows().await?))
+async fn list_allows(State(app): State<App>) -> Reply<Vec<AllowView>> {
+    Ok(Json(app.engine.list_allows().await?))
 }
 
 async fn add_allows(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     body: Result<Json<AddAllows>, JsonRejection>,
 ) -> Reply<AddAllowsReply> {
     let Json(req) = body?;
-    Ok(Json(engine.add_allows(req).await?))
+    Ok(Json(app.engine.add_allows(req).await?))
 }
 
 async fn remove_allows(
-    State(engine): State<Arc<Engine>>,
+    State(app): State<App>,
     body: Result<Json<RemoveAllows>, JsonRejection>,
 ) -> Reply<RemoveAllowsReply> {
     let Json(req) = body?;
-    Ok(Json(engine.remove_allows(req).await?))
+    Ok(Json(app.engine.remove_allows(req).await?))
+}
+
+/// `POST /v1/ua`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddUaRules {
+    pub keywords: Vec<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `POST /v1/ua/remove`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveUaRules {
+    pub keywords: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RemoveUaReply {
+    pub removed: Vec<UaRule>,
+    pub not_found: Vec<String>,
+}
+
+async fn list_ua(State(app): State<App>) -> Reply<Vec<UaRule>> {
+    Ok(Json(app.tracker.ua_rules().await?))
+}
+
+/// Keywords as given, trimmed; every one must have some text.
+fn keywords(items: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if items.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "no keyword given"));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for k in items {
+        let k = k.trim().to_string();
+        if k.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "an empty keyword would match every user agent",
+            ));
+        }
+        if k.len() > 256 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the keyword `{}...` is longer than 256 bytes", &k[..32]),
+            ));
+        }
+        out.push(k);
+    }
+    Ok(out)
+}
+
+async fn add_ua(
+    State(app): State<App>,
+    body: Result<Json<AddUaRules>, JsonRejection>,
+) -> Reply<Vec<UaRule>> {
+    let Json(req) = body?;
+    let keywords = keywords(req.keywords)?;
+    let now = Timestamp::now();
+    let rules = keywords
+        .iter()
+        .map(|k| UaRule {
+            keyword: k.clone(),
+            note: req.note.clone(),
+            created: now,
+        })
+        .collect();
+    app.tracker.add_ua_rules(rules).await?;
+    let wanted: Vec<String> = keywords.iter().map(|k| k.to_lowercase()).collect();
+    let all = app.tracker.ua_rules().await?;
+    Ok(Json(
+        all.into_iter()
+            .filter(|r| wanted.contains(&r.keyword.to_lowercase()))
+            .collect(),
+    ))
+}
+
+async fn remove_ua(
+    State(app): State<App>,
+    body: Result<Json<RemoveUaRules>, JsonRejection>,
+) -> Reply<RemoveUaReply> {
+    let Json(req) = body?;
+    let keywords = keywords(req.keywords)?;
+    let removed = app.tracker.remove_ua_rules(keywords.clone()).await?;
+    let gone: Vec<String> = removed.iter().map(|r| r.keyword.to_lowercase()).collect();
+    let not_found = keywords
+        .into_iter()
+        .filter(|k| !gone.contains(&k.to_lowercase()))
+        .collect();
+    Ok(Json(RemoveUaReply { removed, not_found }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisitorQuery {
+    #[serde(default)]
+    active: bool,
+    limit: Option<usize>,
+}
+
+async fn visitors(
+    State(app): State<App>,
+    query: Result<Query<VisitorQuery>, QueryRejection>,
+) -> Reply<Vec<VisitorView>> {
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 10000",
+        ));
+    }
+    if q.active {
+        app.tracker.counts(None);
+        Ok(Json(app.tracker.active_visitors(limit)))
+    } else {
+        Ok(Json(app.tracker.visitors(limit).await?))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PagesQuery {
+    limit: Option<usize>,
+}
+
+async fn busiest_pages(
+    State(app): State<App>,
+    query: Result<Query<PagesQuery>, QueryRejection>,
+) -> Reply<Vec<PageCount>> {
+    let Query(q) = query?;
+    app.tracker.counts(None);
+    Ok(Json(
+        app.tracker.busiest_pages(q.limit.unwrap_or(20).min(1000)),
+    ))
+}
+
+/// The live feed as server-sent events: `visit` and `left`, and a keep-alive comment every 15 s.
+async fn feed(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    use futures_util::StreamExt as _;
+    let rx = app.tracker.subscribe();
+    let mut stopping = app.stopping.clone();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let (name, data) = match &*event {
+                        crate::tracker::FeedEvent::Visit { visitor, active } => (
+                            "visit",
+                            serde_json::json!({ "visitor": visitor, "active": active }),
+                        ),
+                        crate::tracker::FeedEvent::Left { key, active } => {
+                            ("left", serde_json::json!({ "key": key, "active": active }))
+                        }
+                    };
+                    return Some((Ok(Event::default().event(name).data(data.to_string())), rx));
+                }
+                // A slow reader missed events; the next one it gets carries current counts.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let stream = stream.take_until(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    });
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
+}
+
+/// An active visitor placed on the map.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MapVisitor {
+    pub key: String,
+    pub ip: std::net::IpAddr,
+    pub user: Option<String>,
+    pub last_page: String,
+    pub last_update: Timestamp,
+    pub location: Option<Location>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MapView {
+    /// The GeoIP database in use, or `None` without one.
+    pub geoip: Option<String>,
+    pub visitors: Vec<MapVisitor>,
+}
+
+async fn map(State(app): State<App>) -> Json<MapView> {
+    app.tracker.counts(None);
+    let visitors = app
+        .tracker
+        .active_visitors(10_000)
+        .into_iter()
+        .map(|v| MapVisitor {
+            location: app.geoip.as_ref().and_then(|g| g.locate(v.ip)),
+            key: v.key,
+            ip: v.ip,
+            user: v.user,
+            last_page: v.last_page,
+            last_update: v.last_update,
+        })
+        .collect();
+    Json(MapView {
+        geoip: app.geoip.as_ref().map(|g| g.describe()),
+        visitors,
+    })
 }

@@ -1,0 +1,419 @@
+//! The visitor tracker: what happens to a visit hook after it is parsed.
+//!
+//! A visit is first checked against the user-agent rules and the no-tracking prefixes; a tracked
+//! visit updates the in-memory [`ActiveIndex`] (so counts are exact at once), goes out on the live
+//! feed, and is queued for the store. One writer task drains the queue in batches, folds each
+//! batch into one delta per visitor ([`crate::visit::merge`]) and hands it to the store in one
+//! transaction. Background tasks move the active window forward (announcing visitors who left)
+//! and delete old visitor records in bounded batches.
+
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{
+    active::{ActiveIndex, Counts, PageCount},
+    store::{Store, StoreError},
+    time::Timestamp,
+    visit::{SESSION_IDLE, UaRule, Visit, Visitor, merge},
+};
+
+/// Visits waiting for the store at most; beyond, hooks wait (back-pressure, nothing dropped).
+const QUEUE: usize = 65_536;
+/// Visits per store transaction at most.
+const BATCH: usize = 5_000;
+/// Visitor records deleted per clean-up transaction.
+const CLEANUP_BATCH: usize = 1_000;
+/// Live-feed events buffered per subscriber; a slower page misses events and catches up.
+const FEED_BUFFER: usize = 1_024;
+
+/// Settings of the tracker.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    pub tracking_timeout: Duration,
+    pub cleanup_timeout: Duration,
+    pub no_track_prefixes: Vec<String>,
+}
+
+/// One event of the live feed.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum FeedEvent {
+    /// A tracked visit; the visitor as it now stands.
+    Visit {
+        visitor: VisitorView,
+        active: Counts,
+    },
+    /// A visitor stopped being active.
+    Left { key: String, active: Counts },
+}
+
+/// A visitor as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct VisitorView {
+    pub key: String,
+    pub ip: IpAddr,
+    pub user: Option<String>,
+    pub user_agent: String,
+    pub referrer: Option<String>,
+    pub last_page: String,
+    pub page_views: u64,
+    pub session_start: Timestamp,
+    pub last_update: Timestamp,
+    pub active: bool,
+}
+
+impl VisitorView {
+    pub fn new(v: &Visitor, active: bool) -> Self {
+        VisitorView {
+            key: v.key.clone(),
+            ip: v.ip,
+            user: v.user.clone(),
+            user_agent: v.user_agent.clone(),
+            referrer: v.referrer.clone(),
+            last_page: v.last_page.clone(),
+            page_views: v.page_views,
+            session_start: v.session_start,
+            last_update: v.last_update,
+            active,
+        }
+    }
+}
+
+/// Counters of the tracker, for `stats`.
+#[derive(Debug, Default)]
+pub struct TrackerStats {
+    pub tracked: AtomicU64,
+    pub untracked: AtomicU64,
+    pub stored: AtomicU64,
+    /// Visits the store refused even after retries (logged each time).
+    pub lost: AtomicU64,
+}
+
+/// The tracker, shared by the HTTP handlers and its background tasks.
+pub struct Tracker {
+    store: Arc<dyn Store>,
+    queue: mpsc::Sender<Visit>,
+    active: Mutex<ActiveIndex>,
+    feed: broadcast::Sender<Arc<FeedEvent>>,
+    /// Lower-cased keywords of the user-agent rules.
+    ua_keywords: RwLock<Arc<Vec<String>>>,
+    config: TrackerConfig,
+    pub stats: TrackerStats,
+}
+
+/// The background work of a tracker; [`Tasks::shutdown`] stores what is queued before returning.
+pub struct Tasks {
+    writer: tokio::task::JoinHandle<()>,
+    stop_writer: tokio::sync::oneshot::Sender<()>,
+    others: tokio::task::JoinSet<()>,
+}
+
+impl Tasks {
+    /// Stops the periodic tasks, closes the queue (a visit arriving now is refused) and waits
+    /// until every queued visit is stored.
+    pub async fn shutdown(mut self) {
+        self.others.shutdown().await;
+        let _ = self.stop_writer.send(());
+        if let Err(e) = self.writer.await {
+            tracing::error!("the visit writer failed: {e}");
+        }
+    }
+}
+
+impl Tracker {
+    /// Loads the user-agent rules and the recent visitors from the store, and starts the writer,
+    /// the active-window clock and the clean-up.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        config: TrackerConfig,
+    ) -> Result<(Arc<Tracker>, Tasks), StoreError> {
+        let now = Timestamp::now();
+        let mut active = ActiveIndex::new(config.tracking_timeout, now);
+        let keep = config.tracking_timeout.max(SESSION_IDLE);
+        let recent = store
+            .visitors_since(
+                Timestamp::from_millis(now.as_millis() - keep.as_millis() as i64),
+                usize::MAX,
+            )
+            .await?;
+        tracing::info!(
+            "{} visitors of the last {} loaded",
+            recent.len(),
+            crate::time::format_duration(keep)
+        );
+        active.load(recent, now);
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let (feed, _) = broadcast::channel(FEED_BUFFER);
+        let tracker = Arc::new(Tracker {
+            store: store.clone(),
+            queue,
+            active: Mutex::new(active),
+            feed,
+            ua_keywords: RwLock::new(Arc::new(Vec::new())),
+            config,
+            stats: TrackerStats::default(),
+        });
+        tracker.reload_ua_rules().await?;
+        let (stop_writer, stop) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(write_visits(store, rx, stop, Arc::downgrade(&tracker)));
+        let mut others = tokio::task::JoinSet::new();
+        others.spawn(clock(Arc::downgrade(&tracker)));
+        others.spawn(cleanup(Arc::downgrade(&tracker)));
+        Ok((
+            tracker,
+            Tasks {
+                writer,
+                stop_writer,
+                others,
+            },
+        ))
+    }
+
+    /// Whether a visit is tracked at all: not for a user agent matching a rule, nor for a path
+    /// under a no-tracking prefix.
+    pub fn wants(&self, visit: &Visit) -> bool {
+        if self
+            .config
+            .no_track_prefixes
+            .iter()
+            .any(|p| visit.url.starts_with(p.as_str()))
+        {
+            return false;
+        }
+        let keywords = self.ua_keywords.read().expect("rules lock").clone();
+        if keywords.is_empty() {
+            return true;
+        }
+        let agent = visit.user_agent.to_lowercase();
+        !keywords.iter().any(|k| agent.contains(k.as_str()))
+    }
+
+    /// Tracks a visit if it is wanted; returns whether it was.
+    pub async fn track(&self, visit: Visit) -> bool {
+        if !self.wants(&visit) {
+            self.stats.untracked.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let now = Timestamp::now();
+        let (visitor, active, counts) = {
+            let mut index = self.active.lock().expect("index lock");
+            let left = index.advance(now);
+            let visitor = index.observe(&visit, now);
+            let counts = index.counts(None);
+            self.announce_left(left, counts);
+            let active = visitor.last_update.as_millis()
+                >= now.as_millis() - self.config.tracking_timeout.as_millis() as i64;
+            (visitor, active, counts)
+        };
+        if self.feed.receiver_count() > 0 {
+            let _ = self.feed.send(Arc::new(FeedEvent::Visit {
+                visitor: VisitorView::new(&visitor, active),
+                active: counts,
+            }));
+        }
+        self.stats.tracked.fetch_add(1, Ordering::Relaxed);
+        // Only fails once the writer is gone, i.e. during shutdown.
+        if self.queue.send(visit).await.is_err() {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("a visit arrived while the agent was stopping and was not stored");
+        }
+        true
+    }
+
+    /// Tells the feed who left; each event carries the counts after this step's departures.
+    fn announce_left(&self, left: Vec<Visitor>, counts: Counts) {
+        if self.feed.receiver_count() == 0 {
+            return;
+        }
+        for v in left {
+            let _ = self.feed.send(Arc::new(FeedEvent::Left {
+                key: v.key,
+                active: counts,
+            }));
+        }
+    }
+
+    /// Active visitors in total or on one page (`visitors_on_site` / `visitors_on_page`).
+    pub fn counts(&self, path: Option<&str>) -> Counts {
+        let mut index = self.active.lock().expect("index lock");
+        let now = Timestamp::now();
+        let left = index.advance(now);
+        let total = index.counts(None);
+        self.announce_left(left, total);
+        index.counts(path)
+    }
+
+    /// Active visitors, most recently seen first.
+    pub fn active_visitors(&self, limit: usize) -> Vec<VisitorView> {
+        let index = self.active.lock().expect("index lock");
+        index
+            .active()
+            .take(limit)
+            .map(|v| VisitorView::new(v, true))
+            .collect()
+    }
+
+    /// Pages with the most active visitors.
+    pub fn busiest_pages(&self, limit: usize) -> Vec<PageCount> {
+        self.active.lock().expect("index lock").busiest(limit)
+    }
+
+    /// Visitor records from the store, most recent first.
+    pub async fn visitors(&self, limit: usize) -> Result<Vec<VisitorView>, StoreError> {
+        let cutoff = Timestamp::now().as_millis() - self.config.tracking_timeout.as_millis() as i64;
+        Ok(self
+            .store
+            .visitors_since(Timestamp::from_millis(i64::MIN / 2), limit)
+            .await?
+            .iter()
+            .map(|v| VisitorView::new(v, v.last_update.as_millis() >= cutoff))
+            .collect())
+    }
+
+    /// A receiver of the live feed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.feed.subscribe()
+    }
+
+    pub async fn ua_rules(&self) -> Result<Vec<UaRule>, StoreError> {
+        self.store.list_ua_rules().await
+    }
+
+    pub async fn add_ua_rules(&self, rules: Vec<UaRule>) -> Result<(), StoreError> {
+        self.store.add_ua_rules(rules).await?;
+        self.reload_ua_rules().await
+    }
+
+    pub async fn remove_ua_rules(&self, keywords: Vec<String>) -> Result<Vec<UaRule>, StoreError> {
+        let removed = self.store.remove_ua_rules(keywords).await?;
+        self.reload_ua_rules().await?;
+        Ok(removed)
+    }
+
+    async fn reload_ua_rules(&self) -> Result<(), StoreError> {
+        let keywords = self
+            .store
+            .list_ua_rules()
+            .await?
+            .into_iter()
+            .map(|r| r.keyword.to_lowercase())
+            .collect();
+        *self.ua_keywords.write().expect("rules lock") = Arc::new(keywords);
+        Ok(())
+    }
+
+    /// Deletes visitor records not updated within the clean-up timeout, a bounded batch per
+    /// transaction so that visits are never held up for long. Returns how many went.
+    pub async fn cleanup(&self) -> Result<usize, StoreError> {
+        let before = Timestamp::from_millis(
+            Timestamp::now().as_millis() - self.config.cleanup_timeout.as_millis() as i64,
+        );
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .remove_visitors_before(before, CLEANUP_BATCH)
+                .await?;
+            total += n;
+            if n < CLEANUP_BATCH {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Drains the queue into the store, a batch per transaction. When told to stop it closes the
+/// queue and stores what is left in it before returning.
+async fn write_visits(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Visit>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    tracker: std::sync::Weak<Tracker>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut stopping = false;
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = &mut stop, if !stopping => {
+                stopping = true;
+                rx.close();
+                continue;
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        let deltas = merge(&batch);
+        let mut attempt = 0;
+        let stored = loop {
+            match store.record_visits(deltas.clone()).await {
+                Ok(()) => break true,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(
+                        "storing {} visits failed ({e}); retry {attempt} of 5",
+                        batch.len()
+                    );
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "{} visits could not be stored and are lost: {e}",
+                        batch.len()
+                    );
+                    break false;
+                }
+            }
+        };
+        if let Some(t) = tracker.upgrade() {
+            let counter = if stored {
+                &t.stats.stored
+            } else {
+                &t.stats.lost
+            };
+            counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        batch.clear();
+    }
+}
+
+/// Moves the active window every second, so that departures reach the live feed on time.
+async fn clock(tracker: std::sync::Weak<Tracker>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(t) = tracker.upgrade() else { return };
+        t.counts(None);
+    }
+}
+
+/// Runs the clean-up every few minutes (more often for short timeouts).
+async fn cleanup(tracker: std::sync::Weak<Tracker>) {
+    let period = match tracker.upgrade() {
+        Some(t) => {
+            (t.config.cleanup_timeout / 10).clamp(Duration::from_secs(1), Duration::from_secs(300))
+        }
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let Some(t) = tracker.upgrade() else { return };
+        match t.cleanup().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("clean-up removed {n} old visitor records"),
+            Err(e) => tracing::error!("clean-up failed: {e}"),
+        }
+    }
+}
