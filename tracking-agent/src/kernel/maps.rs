@@ -119,7 +119,11 @@ impl Maps {
         };
         let slot_count = tables.slots.len() / 2;
         let mut used = vec![false; slot_count];
-        for (_, slot) in tables.v4.iter().chain(tables.v6.iter().map(|(_, s)| (Ipv4Net::default(), s))) {
+        for (_, slot) in tables
+            .v4
+            .iter()
+            .chain(tables.v6.iter().map(|(_, s)| (Ipv4Net::default(), s)))
+        {
             if let Some(u) = used.get_mut(slot as usize) {
                 *u = true;
             }
@@ -129,7 +133,11 @@ impl Maps {
             .filter(|&s| !used[s as usize])
             .collect();
         let allowed = AllowIndex::new(&tables.allowlist());
-        Ok(Maps { tables: Arc::new(tables), free, allowed })
+        Ok(Maps {
+            tables: Arc::new(tables),
+            free,
+            allowed,
+        })
     }
 
     /// The read side, for lookups that must not wait for the writer.
@@ -355,7 +363,6 @@ impl Maps {
             word.fetch_and(!flag, Ordering::Release);
         }
     }
-
 }
 
 impl Tables {
@@ -426,14 +433,20 @@ impl Tables {
                 let lens = self.v4_lens[(bits >> 16) as usize].load(Ordering::Acquire);
                 lengths(&[lens], 32).find_map(|len| {
                     let net = Ipv4Net::new(a, len).expect("valid length").trunc();
-                    self.v4.get(&net).filter(|s| live(*s)).map(|s| (IpNet::V4(net), s))
+                    self.v4
+                        .get(&net)
+                        .filter(|s| live(*s))
+                        .map(|s| (IpNet::V4(net), s))
                 })
             }
             IpAddr::V6(a) => {
                 let words = self.words(config::V6_LENS);
                 lengths(&words, 128).find_map(|len| {
                     let net = Ipv6Net::new(a, len).expect("valid length").trunc();
-                    self.v6.get(&net).filter(|s| live(*s)).map(|s| (IpNet::V6(net), s))
+                    self.v6
+                        .get(&net)
+                        .filter(|s| live(*s))
+                        .map(|s| (IpNet::V6(net), s))
                 })
             }
         }?;
@@ -448,11 +461,19 @@ impl Tables {
         match ip {
             IpAddr::V4(a) => {
                 let lens = self.config[config::ALLOW4_LENS as usize].load(Ordering::Acquire);
-                lengths(&[lens], 32).any(|len| self.allow4.get(&Ipv4Net::new(a, len).expect("valid").trunc()).is_some())
+                lengths(&[lens], 32).any(|len| {
+                    self.allow4
+                        .get(&Ipv4Net::new(a, len).expect("valid").trunc())
+                        .is_some()
+                })
             }
             IpAddr::V6(a) => {
                 let words = self.words(config::ALLOW6_LENS);
-                lengths(&words, 128).any(|len| self.allow6.get(&Ipv6Net::new(a, len).expect("valid").trunc()).is_some())
+                lengths(&words, 128).any(|len| {
+                    self.allow6
+                        .get(&Ipv6Net::new(a, len).expect("valid").trunc())
+                        .is_some()
+                })
             }
         }
     }
@@ -467,7 +488,9 @@ impl Tables {
 /// longest first: the order the program probes them in.
 fn lengths(words: &[u64], width: u32) -> impl Iterator<Item = u8> + '_ {
     words.iter().enumerate().flat_map(move |(w, &word)| {
-        (0..64u32).filter(move |b| word >> b & 1 == 1).map(move |b| (width - (w as u32 * 64 + b)) as u8)
+        (0..64u32)
+            .filter(move |b| word >> b & 1 == 1)
+            .map(move |b| (width - (w as u32 * 64 + b)) as u8)
     })
 }
 
