@@ -1,12 +1,17 @@
-//! Where bans and the allowlist are kept: the source of truth that the kernel maps mirror.
+//! Where bans, the allowlist, visitors and user-agent rules are kept: the source of truth that
+//! the kernel maps and the agent's memory mirror.
 //!
 //! One trait, one module per backend. [`sqlite`] is the embedded default (one file, nothing to
-//! install). Every mutating call returns the [`Effect`]s of the change, computed inside the same
+//! install). Every backend passes the same test story, `suite` (compiled for tests only).
+//!
+//! Every mutating ban call returns the [`Effect`]s of the change, computed inside the same
 //! transaction: for each network it touched, whether a live ban record is left and until when.
 //! The agent applies exactly those to the kernel, so a change that only touched the records of
 //! one source never disturbs a network that another source still bans.
 
 pub mod sqlite;
+#[cfg(test)]
+pub mod suite;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -14,6 +19,7 @@ use ipnet::IpNet;
 use crate::{
     ban::{Allow, Ban, Effect},
     time::Timestamp,
+    visit::{UaRule, Visitor, VisitorDelta},
 };
 
 /// Errors of every backend.
@@ -70,7 +76,7 @@ pub struct SyncReport {
     pub effects: Vec<Effect>,
 }
 
-/// The storage of bans and the allowlist.
+/// The storage of bans, the allowlist, visitors and user-agent rules.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// One line for `tracking status`, e.g. `sqlite /var/lib/tracking/tracking.db`.
@@ -117,4 +123,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes networks from the allowlist, returning those that were there.
     async fn remove_allows(&self, networks: Vec<IpNet>) -> Result<Vec<Allow>>;
+
+    /// A receiver that changes whenever another agent changed the bans or the allowlist (a
+    /// fleet sharing one database), so this agent can reconcile at once instead of at its next
+    /// periodic pass. `None` when nobody else writes the store.
+    fn ban_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Applies one delta per visitor (see [`VisitorDelta`] for the rule), in one transaction.
+    async fn record_visits(&self, deltas: Vec<VisitorDelta>) -> Result<()>;
+
+    /// Visitors last updated at or after `since`, most recent first, at most `limit`.
+    async fn visitors_since(&self, since: Timestamp, limit: usize) -> Result<Vec<Visitor>>;
+
+    /// The visitor with this key, if any.
+    async fn visitor(&self, key: String) -> Result<Option<Visitor>>;
+
+    /// Deletes at most `limit` visitors last updated before `before`, oldest first; returns
+    /// how many it deleted (the clean-up calls it until fewer than `limit` go).
+    async fn remove_visitors_before(&self, before: Timestamp, limit: usize) -> Result<usize>;
+
+    /// `(visitors, registered)` last updated at or after `since`, on `path` when given: what a
+    /// database query answers for `visitors_on_site` / `visitors_on_page`. The agent answers
+    /// these from memory; this is for comparison and checks.
+    async fn count_visitors(&self, since: Timestamp, path: Option<String>) -> Result<(u64, u64)>;
+
+    /// Sum of page views over all visitor records.
+    async fn page_views_total(&self) -> Result<u64>;
+
+    /// The user-agent rules, ordered by keyword.
+    async fn list_ua_rules(&self) -> Result<Vec<UaRule>>;
+
+    /// Adds rules (keywords compare case-insensitively: adding `GoogleBot` when `googlebot`
+    /// exists replaces its note). All or nothing.
+    async fn add_ua_rules(&self, rules: Vec<UaRule>) -> Result<()>;
+
+    /// Removes rules by keyword (case-insensitively), returning those that were there.
+    async fn remove_ua_rules(&self, keywords: Vec<String>) -> Result<Vec<UaRule>>;
 }

@@ -34,6 +34,38 @@ const STEPS: &[&str] = &[
         note       TEXT    NOT NULL DEFAULT '',
         created_ms INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 2: visitors and user-agent rules.
+    //
+    // `visitors` is one row per session (see `visit.rs`), written by the upsert in
+    // `visitors.rs`. `ip` is text in its canonical form (`192.0.2.1`, `2001:db8::1`): unlike a
+    // ban key it is never compared by range, and text reads as-is in the `sqlite3` shell. It
+    // keeps its rowid: a row (user agent, pages) is a few hundred bytes, too large to be its own
+    // key's B-tree entry.
+    // `visitors_by_update` serves the clean-up (oldest first), `visitors_since` (newest first)
+    // and `count_visitors` on the whole site; `visitors_by_page` serves `count_visitors` on one
+    // page. Both end with `user` so that counting registered visitors reads the index alone.
+    // `ua_rules` is keyed by the lowercased keyword (rules compare case-insensitively) and
+    // keeps the spelling it was first added with for display.
+    "CREATE TABLE visitors (
+        key              TEXT    NOT NULL PRIMARY KEY,
+        session_key      TEXT,
+        ip               TEXT    NOT NULL,
+        user_agent       TEXT    NOT NULL,
+        user             TEXT,
+        referrer         TEXT,
+        last_page        TEXT    NOT NULL,
+        page_views       INTEGER NOT NULL,
+        session_start_ms INTEGER NOT NULL,
+        last_update_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX visitors_by_update ON visitors (last_update_ms, user);
+    CREATE INDEX visitors_by_page ON visitors (last_page, last_update_ms, user);
+    CREATE TABLE ua_rules (
+        keyword_lower TEXT    NOT NULL PRIMARY KEY,
+        keyword       TEXT    NOT NULL,
+        note          TEXT    NOT NULL DEFAULT '',
+        created_ms    INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// The schema version this code writes.
@@ -43,6 +75,12 @@ pub(super) const VERSION: i64 = STEPS.len() as i64;
 /// Brings the file up to [`VERSION`].
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {
     apply_steps(conn, STEPS)
+}
+
+/// Brings the file up to `version` only, as an older agent would have left it.
+#[cfg(test)]
+pub(super) fn apply_up_to(conn: &mut Connection, version: usize) -> Result<()> {
+    apply_steps(conn, &STEPS[..version])
 }
 
 fn apply_steps(conn: &mut Connection, steps: &[&str]) -> Result<()> {

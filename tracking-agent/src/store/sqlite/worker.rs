@@ -1,7 +1,8 @@
 //! The thread that owns the connection, and every request it serves.
 //!
 //! Requests arrive as [`Job`]s, closures over the [`Worker`], so adding a kind of request is
-//! adding a method here and a call in the handle; nothing else changes. Each mutating request
+//! adding a method here (or a function of the connection, for requests that leave the ban index
+//! alone: `visitors.rs`, `ua_rules.rs`) and a call in the handle. Each mutating request
 //! runs in one IMMEDIATE transaction (the write lock taken up front, so it cannot fail halfway
 //! for want of it) and updates the in-memory [`Index`] only after the commit, so a failure
 //! leaves both the file and the index as they were.
@@ -98,6 +99,11 @@ impl Worker {
         {
             tracing::warn!(%error, "SQLite checkpoint failed");
         }
+    }
+
+    /// The connection, for requests that have nothing to do with the ban index.
+    pub(super) fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// The index, for a request that only reads it.
