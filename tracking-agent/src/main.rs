@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Agent(AgentCommand::Run(mut args)) => {
             args.socket = Some(cli.socket);
-            runtime.block_on(run_agent(args))
+            runtime.block_on(run_agent(*args))
         }
         Command::Agent(AgentCommand::Detach { bpffs_dir }) => detach(&bpffs_dir),
         command => {

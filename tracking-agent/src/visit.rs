@@ -250,7 +250,7 @@ mod tests {
         ]);
         let a = &deltas[0];
         assert!(a.restart);
-        assert_eq!((a.page_views, a.first_at.as_millis()), (1, 3611_000));
+        assert_eq!((a.page_views, a.first_at.as_millis()), (1, 3_611_000));
         assert_eq!(a.referrer.as_deref(), Some("https://ref.example//3"));
     }
 
@@ -270,7 +270,7 @@ mod tests {
         let later = merge(&[visit(Some("a"), "/3", 600 + 3601)])[0].apply_to(&soon);
         assert_eq!(
             (later.page_views, later.session_start.as_millis()),
-            (1, 4201_000)
+            (1, 4_201_000)
         );
         assert_eq!(later.referrer.as_deref(), Some("https://ref.example//3"));
     }

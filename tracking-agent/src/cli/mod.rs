@@ -63,7 +63,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Run the agent (as root): load and attach the XDP program, keep it in sync with the store
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Detach the XDP program from every interface and remove its pinned maps and links
     Detach {
         /// Directory on bpffs holding the pins [default: /sys/fs/bpf/tracking]
