@@ -2,13 +2,15 @@
 //! the kernel maps and the agent's memory mirror.
 //!
 //! One trait, one module per backend. [`sqlite`] is the embedded default (one file, nothing to
-//! install). Every backend passes the same test story, `suite` (compiled for tests only).
+//! install); [`postgres`] is one database shared by a fleet of agents. Every backend passes the
+//! same test story, `suite` (compiled for tests only).
 //!
 //! Every mutating ban call returns the [`Effect`]s of the change, computed inside the same
 //! transaction: for each network it touched, whether a live ban record is left and until when.
 //! The agent applies exactly those to the kernel, so a change that only touched the records of
 //! one source never disturbs a network that another source still bans.
 
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub mod suite;
@@ -57,6 +59,28 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
     #[error("the store's worker failed on this request (a bug, see the log)")]
     Aborted,
+    #[error("{url} is not a PostgreSQL URL: {source}")]
+    PostgresUrl {
+        url: String,
+        #[source]
+        source: postgres::PgError,
+    },
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: postgres::PgError,
+    },
+    #[error("cannot upgrade the PostgreSQL schema to version {version}: {source}")]
+    PostgresMigrate {
+        version: i64,
+        #[source]
+        source: postgres::PgError,
+    },
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[source] postgres::PgError),
+    #[error("the task that listens for the fleet's changes stopped")]
+    ListenerStopped,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

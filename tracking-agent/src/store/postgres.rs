@@ -1,0 +1,272 @@
+//! The PostgreSQL store: one database shared by a fleet of agents, so that a ban made on one
+//! host is enforced on all of them.
+//!
+//! - `url`: the connection URL as it may be shown (password hidden).
+//! - `net`: networks as `cidr` values.
+//! - `migrations`: the schema and how a database is brought up to date.
+//! - `bans`: bans and the allowlist, and the effects of each change.
+//! - `sync`: replacing the records of one source with a list, a million at a time.
+//! - `visitors`: the session rule as a multi-row upsert, the tracker's queries, user-agent rules.
+//! - `listen`: one connection that hears the other agents' changes.
+//!
+//! Every mutating call is one transaction. Those that change bans take one advisory lock
+//! first, so that the changes of the fleet are applied one after the other and the effects
+//! each returns are those of the database as it commits (two agents adding overlapping bans at
+//! once could otherwise also deadlock on each other's rows). Those that change bans or the
+//! allowlist also `NOTIFY tracking_bans` with this store's instance id, delivered only if they
+//! commit; every other agent's `listen` connection hears it and the agent reconciles at once.
+//!
+//! Connections are plain TCP or a Unix socket, without TLS: reach a remote database over a
+//! private network or a tunnel (WireGuard, SSH, stunnel), not over the internet.
+
+mod bans;
+mod error;
+mod listen;
+mod migrations;
+mod net;
+mod sync;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
+mod url;
+mod visitors;
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use ipnet::IpNet;
+use tokio::{sync::watch, task::AbortHandle};
+use tokio_postgres::NoTls;
+
+pub use self::{error::PgError, url::redacted};
+use super::{Result, Store, StoreError, SyncReport};
+use crate::{
+    ban::{Allow, Ban, Effect},
+    time::Timestamp,
+    visit::{UaRule, Visitor, VisitorDelta},
+};
+
+/// Connections the pool keeps at most: the agent's requests are few at a time (its writes are
+/// serialised by the engine), but reads (status, listings, the map) may overlap them.
+const POOL_SIZE: usize = 8;
+
+/// How long a request waits for a free connection before it fails.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+/// How long one connection attempt may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The channel every ban or allowlist change is announced on.
+const CHANNEL: &str = "tracking_bans";
+
+/// Advisory lock keys ("trackmig", "trackban" in ASCII): the first serialises schema upgrades,
+/// the second every change to the bans. Advisory locks belong to one database, so other
+/// applications' keys elsewhere on the server do not matter.
+const MIGRATION_LOCK: i64 = 0x7472_6163_6b6d_6967;
+const BANS_LOCK: i64 = 0x7472_6163_6b62_616e;
+
+/// A handle on the PostgreSQL store.
+pub struct PgStore {
+    /// The URL with its password hidden, for [`Store::describe`].
+    shown: String,
+    /// Connections for requests.
+    pool: Pool,
+    /// Sent with every notification this store makes, so that its own listener ignores them.
+    instance: String,
+    /// Counts the other agents' changes (see [`Store::ban_changes`]).
+    changes: watch::Receiver<u64>,
+    /// The listener task, stopped when the store is dropped.
+    listener: AbortHandle,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.shown)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or a
+    /// Unix socket directory as the percent-encoded host), brings its schema up to date and
+    /// starts listening for the other agents' changes.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let shown = redacted(url);
+        let mut config: tokio_postgres::Config =
+            url.parse()
+                .map_err(|source: tokio_postgres::Error| StoreError::PostgresUrl {
+                    url: shown.clone(),
+                    source: source.into(),
+                })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            // What `pg_stat_activity` shows the operator.
+            config.application_name("tracking-agent");
+        }
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                // A connection that broke is noticed by its first failing query; checking each
+                // one with a round trip before every request is not worth its latency.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .build()
+            .expect("a pool with a runtime accepts timeouts");
+        let mut client = pool.get().await.map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source: source.into(),
+        })?;
+        migrations::apply(&mut client).await?;
+        drop(client);
+
+        let instance = instance_id();
+        let (changes, listener) = listen::start(config, instance.clone()).await?;
+        Ok(PgStore {
+            shown,
+            pool,
+            instance,
+            changes,
+            listener,
+        })
+    }
+
+    /// A connection from the pool.
+    async fn client(&self) -> Result<Object> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// A name for this store among the fleet's: the process id and 64 random bits.
+fn instance_id() -> String {
+    let random = RandomState::new().hash_one(SystemTime::now());
+    format!("{}-{random:016x}", std::process::id())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        format!("postgresql {}", self.shown)
+    }
+
+    async fn list_bans(&self) -> Result<Vec<Ban>> {
+        bans::list(&self.client().await?).await
+    }
+
+    async fn effective_bans(&self, now: Timestamp) -> Result<Vec<(IpNet, Option<Timestamp>)>> {
+        bans::effective_all(&self.client().await?, now).await
+    }
+
+    async fn add_bans(&self, bans: Vec<Ban>, now: Timestamp) -> Result<Vec<Effect>> {
+        bans::add(&mut self.client().await?, &self.instance, bans, now).await
+    }
+
+    async fn remove_bans(
+        &self,
+        networks: Vec<IpNet>,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<(Vec<Ban>, Vec<Effect>)> {
+        bans::remove(
+            &mut self.client().await?,
+            &self.instance,
+            networks,
+            source,
+            now,
+        )
+        .await
+    }
+
+    /// The `source` of each ban is ignored: every record is stored under `source`.
+    async fn sync_source(
+        &self,
+        source: String,
+        bans: Vec<Ban>,
+        now: Timestamp,
+    ) -> Result<SyncReport> {
+        sync::sync_source(
+            &mut self.client().await?,
+            &self.instance,
+            &source,
+            bans,
+            now,
+        )
+        .await
+    }
+
+    async fn remove_expired(&self, now: Timestamp) -> Result<Vec<Effect>> {
+        bans::remove_expired(&mut self.client().await?, &self.instance, now).await
+    }
+
+    async fn list_allows(&self) -> Result<Vec<Allow>> {
+        bans::list_allows(&self.client().await?).await
+    }
+
+    async fn add_allows(&self, allows: Vec<Allow>) -> Result<()> {
+        bans::add_allows(&mut self.client().await?, &self.instance, allows).await
+    }
+
+    async fn remove_allows(&self, networks: Vec<IpNet>) -> Result<Vec<Allow>> {
+        bans::remove_allows(&mut self.client().await?, &self.instance, networks).await
+    }
+
+    fn ban_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.clone())
+    }
+
+    async fn record_visits(&self, deltas: Vec<VisitorDelta>) -> Result<()> {
+        visitors::record(&mut self.client().await?, deltas).await
+    }
+
+    async fn visitors_since(&self, since: Timestamp, limit: usize) -> Result<Vec<Visitor>> {
+        visitors::since(&self.client().await?, since, limit).await
+    }
+
+    async fn visitor(&self, key: String) -> Result<Option<Visitor>> {
+        visitors::get(&self.client().await?, &key).await
+    }
+
+    async fn remove_visitors_before(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        visitors::remove_before(&self.client().await?, before, limit).await
+    }
+
+    async fn count_visitors(&self, since: Timestamp, path: Option<String>) -> Result<(u64, u64)> {
+        visitors::count(&self.client().await?, since, path.as_deref()).await
+    }
+
+    async fn page_views_total(&self) -> Result<u64> {
+        visitors::page_views_total(&self.client().await?).await
+    }
+
+    async fn list_ua_rules(&self) -> Result<Vec<UaRule>> {
+        visitors::list_ua_rules(&self.client().await?).await
+    }
+
+    async fn add_ua_rules(&self, rules: Vec<UaRule>) -> Result<()> {
+        visitors::add_ua_rules(&mut self.client().await?, rules).await
+    }
+
+    async fn remove_ua_rules(&self, keywords: Vec<String>) -> Result<Vec<UaRule>> {
+        visitors::remove_ua_rules(&mut self.client().await?, keywords).await
+    }
+}

@@ -1,0 +1,620 @@
+//! What only the PostgreSQL store has to show: its schema upgrades, its transactions, the
+//! fleet hearing one another's changes, a hidden password, and syncs large enough to need
+//! `COPY`. The behaviours every store shares are in `suite`, run here on a real server that
+//! `test_server` starts.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+
+use super::{PgStore, migrations, test_server};
+use crate::{
+    ban::{Ban, Effect, Effective},
+    store::{
+        Store, StoreError, SyncReport,
+        suite::{Fixture, NOW, at, ban, banned, effect, host, net, until},
+    },
+    visit::{VisitorDelta, merge},
+};
+
+/// A store on a fresh database of its own.
+struct PgFixture {
+    store: PgStore,
+}
+
+impl PgFixture {
+    async fn new() -> Self {
+        PgFixture {
+            store: PgStore::connect(&test_server::database()).await.unwrap(),
+        }
+    }
+}
+
+#[async_trait]
+impl Fixture for PgFixture {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+}
+
+mod suite {
+    crate::store::suite::store_suite!(async { Some(super::PgFixture::new().await) });
+}
+
+/// Runs `sql` on the database at `url` on a connection of its own, as an operator in `psql`.
+async fn sql(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+    drop(client);
+    let _ = driver.await;
+}
+
+/// The first value of the first row of `query`.
+async fn scalar(url: &str, query: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let value = client.query_one(query, &[]).await.unwrap().get(0);
+    drop(client);
+    let _ = driver.await;
+    value
+}
+
+#[tokio::test]
+async fn agents_starting_together_upgrade_the_schema_once() {
+    let url = test_server::database();
+    let (a, b, c) = tokio::join!(
+        PgStore::connect(&url),
+        PgStore::connect(&url),
+        PgStore::connect(&url)
+    );
+    let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(
+        scalar(&url, "SELECT count(*) FROM schema_migrations").await,
+        migrations::VERSION
+    );
+    a.add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
+        .await
+        .unwrap();
+    drop(a);
+    // Connecting to an up-to-date database changes nothing and loses nothing.
+    let again = PgStore::connect(&url).await.unwrap();
+    assert_eq!(
+        again.list_bans().await.unwrap(),
+        [ban("10.0.0.1/32", "cli", "")]
+    );
+    assert_eq!(
+        scalar(&url, "SELECT max(version) FROM schema_migrations").await,
+        migrations::VERSION
+    );
+}
+
+#[tokio::test]
+async fn schema_steps_are_applied_once_in_order_and_a_failing_one_is_not_kept() {
+    let url = test_server::database();
+    let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let steps = ["CREATE TABLE a (x int)", "CREATE TABLE b (y int)"];
+    migrations::apply_steps(&mut client, &steps[..1])
+        .await
+        .unwrap();
+    migrations::apply_steps(&mut client, &steps).await.unwrap();
+    // Nothing left to do: applying again would fail on `CREATE TABLE`.
+    migrations::apply_steps(&mut client, &steps).await.unwrap();
+
+    let broken = [
+        steps[0],
+        steps[1],
+        "CREATE TABLE c (z int); CREATE TABLE a (x int)",
+    ];
+    let err = migrations::apply_steps(&mut client, &broken)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::PostgresMigrate { version: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("already exists"), "{err}");
+    drop(client);
+    let _ = driver.await;
+    assert_eq!(
+        scalar(&url, "SELECT max(version) FROM schema_migrations").await,
+        2
+    );
+    assert_eq!(
+        scalar(&url, "SELECT count(*) FROM pg_tables WHERE tablename = 'c'").await,
+        0,
+        "half a step was kept"
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_agent_is_refused() {
+    let url = test_server::database();
+    drop(PgStore::connect(&url).await.unwrap());
+    let newer = migrations::VERSION + 1;
+    sql(
+        &url,
+        &format!("INSERT INTO schema_migrations (version) VALUES ({newer})"),
+    )
+    .await;
+    let err = PgStore::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, known }
+            if found == newer && known == migrations::VERSION),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_that_fails_midway_changes_nothing() {
+    let url = test_server::database();
+    let store = PgStore::connect(&url).await.unwrap();
+    store
+        .sync_source(
+            "drop".into(),
+            vec![
+                ban("10.0.0.1/32", "drop", ""),
+                ban("10.0.0.2/32", "drop", ""),
+            ],
+            at(NOW),
+        )
+        .await
+        .unwrap();
+    // The server refuses one record, as a full disk or a constraint would, after the records
+    // before it were written.
+    sql(
+        &url,
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.reason = 'poison' THEN RAISE EXCEPTION 'poisoned record'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON bans
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .await;
+    let before = store.list_bans().await.unwrap();
+    let changes = store.ban_changes().unwrap();
+    let other = PgStore::connect(&url).await.unwrap();
+    let mut heard = other.ban_changes().unwrap();
+
+    let err = store
+        .add_bans(
+            vec![
+                ban("10.0.0.3/32", "cli", ""),
+                ban("10.0.0.4/32", "cli", "poison"),
+                ban("10.0.0.5/32", "cli", ""),
+            ],
+            at(NOW),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("poisoned record"), "{err}");
+    assert_eq!(store.list_bans().await.unwrap(), before);
+
+    // The sync deletes 10.0.0.2 and inserts 10.0.0.3 besides the poison.
+    let poisoned = vec![
+        ban("10.0.0.1/32", "drop", ""),
+        ban("10.0.0.3/32", "drop", ""),
+        ban("10.0.0.4/32", "drop", "poison"),
+        ban("10.0.0.5/32", "drop", ""),
+    ];
+    assert!(
+        store
+            .sync_source("drop".into(), poisoned, at(NOW))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.list_bans().await.unwrap(), before);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !heard.has_changed().unwrap(),
+        "a change that was rolled back was announced"
+    );
+
+    // The connection the failures happened on goes back to the pool in a usable state.
+    sql(&url, "DROP TRIGGER refuse_poison ON bans").await;
+    let report = store
+        .sync_source(
+            "drop".into(),
+            vec![
+                ban("10.0.0.1/32", "drop", ""),
+                ban("10.0.0.3/32", "drop", ""),
+            ],
+            at(NOW),
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.added, report.removed, report.unchanged), (1, 1, 1));
+    changed_soon(&mut heard).await;
+    assert!(
+        !changes.has_changed().unwrap(),
+        "an agent heard its own change"
+    );
+}
+
+/// Waits at most a couple of seconds for `changes` to change.
+async fn changed_soon(changes: &mut watch::Receiver<u64>) {
+    tokio::time::timeout(Duration::from_secs(3), changes.changed())
+        .await
+        .expect("the change was not heard within 3 s")
+        .unwrap();
+}
+
+/// Asserts that `changes` has not changed, after giving a notification time to arrive.
+async fn still(changes: &watch::Receiver<u64>, what: &str) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!changes.has_changed().unwrap(), "{what}");
+}
+
+#[tokio::test]
+async fn an_agent_hears_the_ban_changes_of_the_others_but_not_its_own() {
+    let url = test_server::database();
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let mut heard_by_a = a.ban_changes().unwrap();
+    let mut heard_by_b = b.ban_changes().unwrap();
+
+    a.add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_b).await;
+    still(&heard_by_a, "an agent heard its own change").await;
+
+    b.add_allows(vec![crate::store::suite::allow("10.0.0.0/8", "", NOW)])
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_a).await;
+
+    b.sync_source("list".into(), vec![ban("10.0.0.2/32", "list", "")], at(NOW))
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_a).await;
+    a.remove_bans(vec![net("10.0.0.1/32")], None, at(NOW))
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_b).await;
+
+    // What changes nothing is not announced: every agent reaps every few seconds.
+    a.remove_expired(at(NOW)).await.unwrap();
+    a.remove_bans(vec![net("192.0.2.1/32")], None, at(NOW))
+        .await
+        .unwrap();
+    a.sync_source("list".into(), vec![ban("10.0.0.2/32", "list", "")], at(NOW))
+        .await
+        .unwrap();
+    still(&heard_by_b, "a change that changed nothing was announced").await;
+
+    // Visits are not ban changes.
+    let visit = crate::store::suite::visit("s1", "/", NOW);
+    a.record_visits(merge(&[visit])).await.unwrap();
+    still(&heard_by_b, "a visit was announced as a ban change").await;
+}
+
+#[tokio::test]
+async fn the_listener_comes_back_after_losing_its_connection_and_says_so() {
+    let url = test_server::database();
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let mut heard_by_b = b.ban_changes().unwrap();
+
+    // An administrator (or a server restart) ends every listening connection.
+    sql(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .await;
+    // What was announced meanwhile is lost, so coming back counts as a change.
+    changed_soon(&mut heard_by_b).await;
+    a.add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_b).await;
+}
+
+#[tokio::test]
+async fn the_password_is_never_shown() {
+    let url = test_server::database();
+    // The test server trusts local connections, so any password will do.
+    let with_password = url.replacen("postgres@", "postgres:s3cret@", 1);
+    let store = PgStore::connect(&with_password).await.unwrap();
+    let shown = store.describe();
+    assert!(
+        shown.starts_with("postgresql postgresql://postgres:***@"),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+
+    // Nor when the server cannot be reached.
+    let err = PgStore::connect("postgresql://u:s3cret@%2Fnowhere%2Fat%2Fall:5432/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("u:***@"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
+}
+
+#[tokio::test]
+async fn two_agents_writing_overlapping_bans_at_once_both_succeed() {
+    let url = test_server::database();
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let bans = |source: &str, reverse: bool| -> Vec<Ban> {
+        let mut bans: Vec<Ban> = (0..200)
+            .map(|i| Ban {
+                network: host(0x0a00_0000 + i),
+                ..ban("0.0.0.0/0", source, "")
+            })
+            .collect();
+        if reverse {
+            bans.reverse();
+        }
+        bans
+    };
+    let (ra, rb, rs) = tokio::join!(
+        a.add_bans(bans("cli", false), at(NOW)),
+        b.add_bans(bans("cli", true), at(NOW)),
+        b.sync_source("list".into(), bans("list", true), at(NOW)),
+    );
+    assert_eq!(ra.unwrap().len(), 200);
+    assert_eq!(rb.unwrap().len(), 200);
+    assert_eq!(rs.unwrap().added, 200);
+    assert_eq!(a.list_bans().await.unwrap().len(), 400);
+}
+
+#[tokio::test]
+async fn deltas_of_one_visitor_in_one_batch_apply_in_turn() {
+    let url = test_server::database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let first = merge(&[crate::store::suite::visit("s1", "/a", NOW)]);
+    let second = merge(&[crate::store::suite::visit("s1", "/b", NOW + 1_000)]);
+    let expected = second[0].apply_to(&first[0].as_new_visitor());
+    let deltas: Vec<VisitorDelta> = first.into_iter().chain(second).collect();
+    store.record_visits(deltas).await.unwrap();
+    assert_eq!(
+        store.visitor(expected.key.clone()).await.unwrap(),
+        Some(expected)
+    );
+}
+
+/// `n` IPv4 host bans of `source`, spread out so that they are not one range.
+fn list(source: &str, n: u32) -> Vec<Ban> {
+    (0..n)
+        .map(|i| Ban {
+            network: host(0x0a00_0000 + i * 7),
+            source: source.into(),
+            reason: format!("SBL{i}"),
+            created: at(NOW),
+            expires: None,
+        })
+        .collect()
+}
+
+/// `list` with one record in a hundred changed: every 100th gets a new reason, every 100th + 1
+/// a new expiry, every 100th + 2 goes, and as many new ones come; shuffled (reversed).
+fn one_percent_changed(list: &[Ban]) -> Vec<Ban> {
+    let mut changed: Vec<Ban> = Vec::with_capacity(list.len());
+    for (i, ban) in list.iter().enumerate() {
+        match i % 100 {
+            0 => changed.push(Ban {
+                reason: "renamed".into(),
+                ..ban.clone()
+            }),
+            1 => changed.push(until(NOW + 60_000, ban.clone())),
+            2 => {}
+            _ => changed.push(ban.clone()),
+        }
+    }
+    let new = list.len().div_ceil(100) as u32;
+    changed.extend((0..new).map(|i| Ban {
+        network: host(0x0b00_0000 + i),
+        ..ban("0.0.0.0/0", &list[0].source, "new")
+    }));
+    changed.reverse();
+    changed
+}
+
+#[tokio::test]
+async fn a_large_sync_writes_and_reports_exactly_the_delta() {
+    let url = test_server::database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let n = 20_000;
+    let first = list("big", n);
+    // Another source bans one listed network for a while: syncing must not unban it.
+    store
+        .add_bans(
+            vec![until(NOW + 5_000, ban("10.0.0.14/32", "cli", ""))],
+            at(NOW),
+        )
+        .await
+        .unwrap();
+    let report = store
+        .sync_source("big".into(), first.clone(), at(NOW))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.added,
+            report.updated,
+            report.removed,
+            report.unchanged
+        ),
+        (n as usize, 0, 0, 0)
+    );
+    let expected: Vec<Effect> = first.iter().map(|b| (b.network, banned(None))).collect();
+    assert_eq!(report.effects, expected);
+
+    let second = one_percent_changed(&first);
+    let report = store
+        .sync_source("big".into(), second.clone(), at(NOW))
+        .await
+        .unwrap();
+    let changed = n as usize / 100;
+    assert_eq!(
+        (
+            report.added,
+            report.updated,
+            report.removed,
+            report.unchanged
+        ),
+        (changed, 2 * changed, changed, n as usize - 3 * changed)
+    );
+    // Effects: the new expiries, the removed and the added, in network order; a new reason
+    // alone is not one. 10.0.0.14 (the third record) is removed from the list but still
+    // banned by `cli`.
+    let mut effects: Vec<Effect> = Vec::new();
+    for (i, ban) in first.iter().enumerate() {
+        match i % 100 {
+            1 => effects.push((ban.network, banned(Some(NOW + 60_000)))),
+            2 if ban.network == net("10.0.0.14/32") => {
+                effects.push((ban.network, banned(Some(NOW + 5_000))))
+            }
+            2 => effects.push((ban.network, Effective::Unbanned)),
+            _ => {}
+        }
+    }
+    effects.extend((0..changed as u32).map(|i| (host(0x0b00_0000 + i), banned(None))));
+    assert_eq!(report.effects, effects);
+
+    let mut stored: Vec<Ban> = store
+        .list_bans()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.source == "big")
+        .collect();
+    let mut expected = second;
+    expected.sort_by_key(|b| b.network);
+    stored.sort_by_key(|b| b.network);
+    assert_eq!(stored, expected);
+
+    let again = store
+        .sync_source("big".into(), expected.clone(), at(NOW))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        SyncReport {
+            unchanged: expected.len(),
+            ..SyncReport::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_synced_list_with_duplicates_and_host_bits_keeps_the_first_of_each_network() {
+    let url = test_server::database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let report = store
+        .sync_source(
+            "list".into(),
+            vec![
+                ban("10.0.0.7/24", "list", "first"),
+                ban("2001:db8::1/32", "list", ""),
+                ban("10.0.0.0/24", "list", "second"),
+            ],
+            at(NOW),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.added, 2);
+    assert_eq!(
+        report.effects,
+        [
+            effect("10.0.0.0/24", banned(None)),
+            effect("2001:db8::/32", banned(None))
+        ]
+    );
+    assert_eq!(
+        store.list_bans().await.unwrap(),
+        [
+            ban("10.0.0.0/24", "list", "first"),
+            ban("2001:db8::/32", "list", "")
+        ]
+    );
+}
+
+/// Times a million-record sync, a 1% re-sync and a 5000-visitor batch. Run in release mode:
+/// `cargo test --release -p tracking-agent --lib -- --ignored --nocapture speeds`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes in debug builds"]
+async fn speeds() {
+    // The sync's steps and their times are logged at debug level.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("tracking_agent=debug")
+        .with_test_writer()
+        .try_init();
+    let url = test_server::database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let n = 1_000_000;
+    let first = list("big", n);
+    let second = one_percent_changed(&first);
+
+    let started = Instant::now();
+    let report = store
+        .sync_source("big".into(), first, at(NOW))
+        .await
+        .unwrap();
+    eprintln!(
+        "sync of {n}, first load: {:?} ({} added)",
+        started.elapsed(),
+        report.added
+    );
+
+    let started = Instant::now();
+    let report = store
+        .sync_source("big".into(), second.clone(), at(NOW))
+        .await
+        .unwrap();
+    eprintln!(
+        "re-sync with 1% changed: {:?} (+{} ~{} -{} ={}, {} effects)",
+        started.elapsed(),
+        report.added,
+        report.updated,
+        report.removed,
+        report.unchanged,
+        report.effects.len()
+    );
+
+    let started = Instant::now();
+    let report = store
+        .sync_source("big".into(), second, at(NOW))
+        .await
+        .unwrap();
+    eprintln!(
+        "re-sync unchanged: {:?} ({} unchanged)",
+        started.elapsed(),
+        report.unchanged
+    );
+
+    let started = Instant::now();
+    let effective = store.effective_bans(at(NOW)).await.unwrap();
+    eprintln!(
+        "effective bans ({}): {:?}",
+        effective.len(),
+        started.elapsed()
+    );
+
+    let visits: Vec<crate::visit::Visit> = (0..5_000)
+        .map(|i| crate::store::suite::visit(&format!("s{i}"), "/", NOW))
+        .collect();
+    let deltas = merge(&visits);
+    let started = Instant::now();
+    store.record_visits(deltas).await.unwrap();
+    eprintln!("5000 new visitors: {:?}", started.elapsed());
+    let later: Vec<crate::visit::Visit> = (0..5_000)
+        .map(|i| crate::store::suite::visit(&format!("s{i}"), "/next", NOW + 60_000))
+        .collect();
+    let deltas = merge(&later);
+    let started = Instant::now();
+    store.record_visits(deltas).await.unwrap();
+    eprintln!("5000 returning visitors: {:?}", started.elapsed());
+}
