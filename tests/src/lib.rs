@@ -12,6 +12,9 @@
 //! - [`binary`]: which `tracking` binary the harness runs.
 //! - [`bpffs`]: makes sure bpffs is mounted where pins go.
 //! - [`unique`]: names and subnets that no other test, or other test process, uses.
+//! - [`browser`]: [`Browser`], a headless Chromium in a namespace, driven over the DevTools
+//!   protocol: load a page, read its DOM, take a screenshot.
+//! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
 //!
 //! Everything is a guard that cleans up on drop, also when a test panics.
 //!
@@ -31,8 +34,10 @@
 
 pub mod agent;
 pub mod binary;
+pub mod browser;
 pub mod bpffs;
 pub mod echo;
+pub mod http;
 pub mod netns;
 pub mod root;
 pub mod topology;
@@ -43,6 +48,7 @@ pub mod veth;
 mod command;
 
 pub use agent::{Agent, AgentOptions};
+pub use browser::Browser;
 pub use echo::EchoServer;
 pub use ipnet::IpNet;
 pub use netns::Netns;

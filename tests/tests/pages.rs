@@ -1,0 +1,632 @@
+//! The pages in a real browser: the agent runs in a server namespace with its HTTP listener on
+//! 127.0.0.1 there, visits come in through the hook, and a headless Chromium in the same
+//! namespace logs in and looks at the map and the live page as an operator would. Screenshots
+//! go to `target/test-artifacts/pages/`. Needs root and Chromium; run with `cargo xtask test`.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tests::{
+    Agent, AgentOptions, Browser, Topology,
+    browser::artifact_path,
+    http::{Request, Response},
+    require_root,
+};
+use tracking_agent::geoip::testdb::{self, LINKOPING, LONDON, MILTON, SAN_DIEGO};
+
+const ADMIN_TOKEN: &str = "admin-token-of-the-page-tests";
+const HOOK_TOKEN: &str = "hook-token-of-the-page-tests";
+/// How long a page may take to show what the test waits for.
+const SHOWS: Duration = Duration::from_secs(10);
+/// How long the HTTP listener may take to answer after the agent's socket does.
+const LISTENING: Duration = Duration::from_secs(20);
+
+/// A server namespace with the agent listening on `127.0.0.1:<port>`.
+struct Site {
+    // Dropped first: the agent detaches before the namespaces go.
+    agent: Agent,
+    topology: Topology,
+    http: SocketAddr,
+    /// Holds the GeoIP database, when there is one.
+    _geoip: TempDir,
+}
+
+impl Site {
+    /// With the test City database.
+    fn with_geoip() -> Site {
+        Site::start(true)
+    }
+
+    fn without_geoip() -> Site {
+        Site::start(false)
+    }
+
+    fn start(geoip: bool) -> Site {
+        require_root();
+        let topology = Topology::new().expect("topology");
+        // A port nothing in the fresh namespace uses: bind port 0 there, and let it go.
+        let port = topology.server().run(|| {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        });
+        let http = SocketAddr::from(([127, 0, 0, 1], port));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut args = vec![
+            "--http".to_owned(),
+            http.to_string(),
+            "--admin-token".to_owned(),
+            ADMIN_TOKEN.to_owned(),
+            "--hook-token".to_owned(),
+            HOOK_TOKEN.to_owned(),
+        ];
+        if geoip {
+            let path = dir.path().join("GeoIP2-City-Test.mmdb");
+            testdb::write_city_database(&path).expect("test GeoIP database");
+            args.push("--geoip-db".to_owned());
+            args.push(path.display().to_string());
+        }
+        let agent = Agent::start(
+            topology.server(),
+            AgentOptions::new(topology.server_iface()).args(&args),
+        )
+        .expect("agent");
+        let site = Site {
+            agent,
+            topology,
+            http,
+            _geoip: dir,
+        };
+        site.wait_listening();
+        site
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + LISTENING;
+        loop {
+            match Request::get("/login").send(self.topology.server(), self.http) {
+                Ok(response) if response.status == 200 => return,
+                result if Instant::now() >= deadline => panic!(
+                    "the HTTP listener on {} did not serve /login within {LISTENING:?}: \
+                     {result:?}\n{}",
+                    self.http,
+                    self.agent.log_tail()
+                ),
+                _ => thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    fn send(&self, request: Request) -> Response {
+        request
+            .send(self.topology.server(), self.http)
+            .unwrap_or_else(|error| {
+                panic!("HTTP to {}: {error}\n{}", self.http, self.agent.log_tail())
+            })
+    }
+
+    /// `http://127.0.0.1:<port><path>`, as the browser in the namespace reaches it.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// One page view through the hook, as the site's app would post it.
+    fn visit(&self, ip: &str, session: &str, url: &str, user: Option<&str>) {
+        let response = self.send(Request::post("/v1/visits").bearer(HOOK_TOKEN).json(&json!({
+            "ip": ip,
+            "session_key": session,
+            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) page-tests",
+            "user": user,
+            "referrer": "https://example.org/from",
+            "url": url,
+        })));
+        assert_eq!(
+            response.status,
+            202,
+            "the hook refused a visit: {}\n{}",
+            response.text(),
+            self.agent.log_tail()
+        );
+        assert_eq!(response.json()["tracked"], true, "{}", response.text());
+    }
+
+    /// A browser in the server namespace, logged in through the login form.
+    fn browser(&self) -> Browser {
+        let mut browser = Browser::launch(self.topology.server()).expect("chromium");
+        browser.goto(&self.url("/login")).expect("the login page");
+        browser
+            .eval(&format!(
+                "document.querySelector('input[name=token]').value = {};
+                 document.querySelector('form[action=\"/login\"]').submit();",
+                json!(ADMIN_TOKEN)
+            ))
+            .expect("submitting the login form");
+        self.wait(
+            &mut browser,
+            "location.pathname === '/' && document.readyState === 'complete'",
+        );
+        browser
+    }
+
+    /// [`Browser::wait_for`] that fails the test with the agent's and Chromium's logs.
+    fn wait(&self, browser: &mut Browser, expression: &str) -> Value {
+        match browser.wait_for(expression, SHOWS) {
+            Ok(value) => value,
+            Err(error) => {
+                // What the browser shows instead, to tell a wrong page from a slow one.
+                let page = browser
+                    .eval(
+                        "JSON.stringify({url: location.href, title: document.title,
+                            text: document.body ? document.body.innerText.slice(0, 800) : null})",
+                    )
+                    .map_or_else(|e| e.to_string(), |v| v.to_string());
+                panic!(
+                    "{error}\nthe page: {page}\n{}\n{}",
+                    browser.log_tail(),
+                    self.agent.log_tail()
+                )
+            }
+        }
+    }
+}
+
+/// Saves a screenshot under `target/test-artifacts/pages/<name>` and checks it is a real
+/// picture of the window, not an empty file.
+fn screenshot(browser: &mut Browser, name: &str) -> PathBuf {
+    screenshot_of_width(browser, name, 1000)
+}
+
+fn screenshot_of_width(browser: &mut Browser, name: &str, min_width: u32) -> PathBuf {
+    let path = artifact_path(format!("pages/{name}"));
+    let png = browser.save_screenshot(&path).expect("screenshot");
+    println!("screenshot: {}", path.display());
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // IHDR: width and height, big-endian, right after the signature and the chunk header.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert!(width >= min_width && height >= 500, "{width}x{height}");
+    // A blank page compresses to a few kilobytes; text, tables and a map do not.
+    assert!(png.len() > 20_000, "{} bytes", png.len());
+    path
+}
+
+/// The texts of the elements `selector` finds, as a JavaScript expression.
+fn texts(selector: &str) -> String {
+    format!(
+        "[...document.querySelectorAll({})].map(e => e.textContent.trim())",
+        json!(selector)
+    )
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_map_shows_where_active_visitors_are() {
+    let site = Site::with_geoip();
+    site.visit(LONDON.probe, "london-1", "/blog/post", Some("alice"));
+    site.visit(LINKOPING.probe, "linkoping-1", "/", None);
+
+    let mut browser = site.browser();
+    browser.goto(&site.url("/map")).unwrap();
+    let places = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const places = {};
+                return places.includes('London, United Kingdom')
+                    && places.includes('Linköping, Sweden')
+                    && document.querySelectorAll('circle.marker').length >= 2
+                    && places; }})()",
+            texts("table.map-list td.place")
+        ),
+    );
+    assert_eq!(strings(&places).len(), 2, "{places}");
+
+    // Markers sit where the equirectangular projection puts the cities on the 1000 x 500 map.
+    let london = browser
+        .eval(
+            "(() => { const m = document.querySelector('circle.marker[data-city=London]');
+                return [Number(m.getAttribute('cx')), Number(m.getAttribute('cy'))]; })()",
+        )
+        .unwrap();
+    let (x, y) = (london[0].as_f64().unwrap(), london[1].as_f64().unwrap());
+    let expected_x = (LONDON.longitude + 180.0) / 360.0 * 1000.0;
+    let expected_y = (90.0 - LONDON.latitude) / 180.0 * 500.0;
+    assert!(
+        (x - expected_x).abs() < 0.2 && (y - expected_y).abs() < 0.2,
+        "London drawn at ({x}, {y}), expected ({expected_x}, {expected_y})"
+    );
+
+    let summary = browser
+        .eval("document.querySelector('.map-summary').textContent")
+        .unwrap();
+    assert!(
+        summary.as_str().unwrap().contains(testdb::DESCRIPTION),
+        "{summary}"
+    );
+    let notice_hidden = browser
+        .eval("document.querySelector('.map-notice').hidden")
+        .unwrap();
+    assert_eq!(notice_hidden, true);
+    // The world outline itself loaded (from the agent, not from anywhere else).
+    let world = site.wait(
+        &mut browser,
+        "(() => { const img = document.querySelector('.world img');
+            return img.complete && img.naturalWidth > 0 && img.src; })()",
+    );
+    assert_eq!(world, json!(site.url("/assets/world.svg")));
+
+    let path = screenshot(&mut browser, "map.png");
+    assert!(path.exists());
+}
+
+#[test]
+fn the_live_page_shows_a_new_visitor_without_reloading() {
+    let site = Site::with_geoip();
+    site.visit(LONDON.probe, "london-1", "/", Some("alice"));
+
+    let mut browser = site.browser();
+    browser.goto(&site.url("/live")).unwrap();
+    site.wait(
+        &mut browser,
+        "document.querySelectorAll('#visitors tr[data-key]').length === 1
+            && document.querySelector('.feed-status').classList.contains('live')",
+    );
+    let loaded_at = browser.eval("window.__loadedAt").unwrap();
+    assert!(loaded_at.is_number(), "{loaded_at}");
+    assert_eq!(
+        strings(&browser.eval(&texts("[data-count=visitors]")).unwrap()),
+        ["1"]
+    );
+
+    site.visit(MILTON.probe, "milton-1", "/shop/cart", Some("carol"));
+    let addresses = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const a = {}; return a.includes({}) && a; }})()",
+            texts("#visitors tr[data-key] td.addr"),
+            json!(MILTON.probe)
+        ),
+    );
+    // Newest first.
+    assert_eq!(strings(&addresses), [MILTON.probe, LONDON.probe]);
+    let row = strings(
+        &browser
+            .eval(&texts("#visitors tr[data-key]:first-child td"))
+            .unwrap(),
+    );
+    assert_eq!(
+        row[..4],
+        [MILTON.probe, "carol", "/shop/cart", "1"],
+        "{row:?}"
+    );
+    site.wait(
+        &mut browser,
+        "document.querySelector('[data-count=visitors]').textContent === '2'",
+    );
+
+    // A further page view of a visitor already listed updates its row in place.
+    site.visit(LONDON.probe, "london-1", "/about", Some("alice"));
+    let row = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const r = {}; return r[2] === '/about' && r; }})()",
+            texts("#visitors tr[data-key]:first-child td")
+        ),
+    );
+    assert_eq!(strings(&row)[..4], [LONDON.probe, "alice", "/about", "2"]);
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#visitors tr[data-key]').length")
+            .unwrap(),
+        2
+    );
+
+    assert_eq!(
+        browser.eval("window.__loadedAt").unwrap(),
+        loaded_at,
+        "the page was reloaded instead of updated"
+    );
+    screenshot(&mut browser, "live.png");
+
+    // In a phone's width the page still fits: the table scrolls inside its box, not the page.
+    browser.set_window(390, 844).unwrap();
+    let overflow = site.wait(
+        &mut browser,
+        "window.innerWidth === 390 && document.documentElement.scrollWidth",
+    );
+    assert!(
+        overflow.as_u64().unwrap() <= 390,
+        "the page is {overflow} px wide"
+    );
+    screenshot_of_width(&mut browser, "live-narrow.png", 390);
+}
+
+#[test]
+fn without_a_geoip_database_the_map_says_so_and_still_lists_visitors() {
+    let site = Site::without_geoip();
+    site.visit(LONDON.probe, "london-1", "/pricing", None);
+
+    let mut browser = site.browser();
+    browser.goto(&site.url("/map")).unwrap();
+    let notice = site.wait(
+        &mut browser,
+        "(() => { const n = document.querySelector('.map-notice');
+            return !n.hidden && n.textContent; })()",
+    );
+    let notice = notice.as_str().unwrap();
+    assert!(notice.contains("No GeoIP database"), "{notice}");
+    assert!(
+        notice.contains("--geoip-db /path/to/GeoLite2-City.mmdb"),
+        "{notice}"
+    );
+    let addresses = site.wait(&mut browser, &texts("table.map-list td.addr"));
+    assert_eq!(strings(&addresses), [LONDON.probe]);
+    assert_eq!(
+        strings(&browser.eval(&texts("table.map-list td.place")).unwrap()),
+        ["unknown"]
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('circle.marker').length")
+            .unwrap(),
+        0
+    );
+    screenshot(&mut browser, "map-without-geoip.png");
+}
+
+/// Where a page sends a browser without the cookie: a redirect to the login page, or 401.
+fn refused(response: &Response) -> bool {
+    response.status == 401
+        || ((300..400).contains(&response.status)
+            && response
+                .header("location")
+                .is_some_and(|l| l.starts_with("/login")))
+}
+
+/// The `tracking_admin` cookie a response sets, when it sets one with a value.
+fn admin_cookie(response: &Response) -> Option<String> {
+    response
+        .headers("set-cookie")
+        .into_iter()
+        .filter_map(|c| c.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(name, value)| name.trim() == "tracking_admin" && !value.is_empty())
+        .map(|(name, value)| format!("{name}={value}"))
+}
+
+#[test]
+fn pages_need_the_login_and_a_wrong_token_does_not_log_in() {
+    let site = Site::without_geoip();
+    for page in ["/", "/live", "/map", "/admin"] {
+        let response = site.send(Request::get(page));
+        assert!(
+            refused(&response),
+            "{page} without login answered {} {:?}",
+            response.status,
+            response.headers
+        );
+    }
+    assert_eq!(site.send(Request::get("/v1/bans")).status, 401);
+    assert_eq!(
+        site.send(Request::get("/v1/bans").bearer("not-the-admin-token"))
+            .status,
+        401
+    );
+
+    let wrong = site.send(Request::post("/login").form(&[("token", "not-the-admin-token")]));
+    assert_eq!(admin_cookie(&wrong), None, "{:?}", wrong.headers);
+    assert!(
+        !((300..400).contains(&wrong.status) && wrong.header("location") == Some("/")),
+        "a wrong token was let in: {} {:?}",
+        wrong.status,
+        wrong.headers
+    );
+
+    let right = site.send(Request::post("/login").form(&[("token", ADMIN_TOKEN)]));
+    assert!((300..400).contains(&right.status), "{}", right.status);
+    assert_eq!(right.header("location"), Some("/"));
+    let cookie = admin_cookie(&right).expect("the login sets the tracking_admin cookie");
+    let map = site.send(Request::get("/map").header("Cookie", &cookie));
+    assert_eq!(map.status, 200);
+    assert!(map.text().contains("/assets/map-page.js"));
+    let assets = site.send(Request::get("/assets/common.js"));
+    assert_eq!(assets.status, 200, "assets need no login");
+
+    // In the browser: a wrong token leaves it on the login page, says so, and opens nothing.
+    let mut browser = Browser::launch(site.topology.server()).expect("chromium");
+    browser.goto(&site.url("/login")).unwrap();
+    browser
+        .eval(
+            "document.querySelector('input[name=token]').value = 'not-the-admin-token';
+             document.querySelector('form[action=\"/login\"]').submit();",
+        )
+        .unwrap();
+    let said = site.wait(
+        &mut browser,
+        "(() => { const e = document.querySelector('[role=alert], #login-error');
+            return document.readyState === 'complete' && e && e.textContent.trim(); })()",
+    );
+    assert!(!said.as_str().unwrap().is_empty());
+    assert!(
+        browser
+            .eval("document.querySelector('input[name=token]') !== null")
+            .unwrap()
+            .as_bool()
+            .unwrap(),
+        "the login form is shown again"
+    );
+    let status = browser
+        .eval("fetch('/v1/bans').then(r => r.status)")
+        .unwrap();
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn the_dashboard_shows_counts_busiest_pages_the_feed_and_a_map() {
+    let site = Site::with_geoip();
+    site.visit(LONDON.probe, "london-1", "/pricing", Some("alice"));
+    site.visit(LINKOPING.probe, "linkoping-1", "/pricing", None);
+    site.visit(MILTON.probe, "milton-1", "/", None);
+
+    // The login lands on the dashboard.
+    let mut browser = site.browser();
+    let counts = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const c = {}; return c[0] === '3' && c; }})()",
+            texts("[data-count]")
+        ),
+    );
+    assert_eq!(
+        strings(&counts),
+        ["3", "1", "2"],
+        "visitors, logged in, guests"
+    );
+    let busiest = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const r = {}; return r.length === 3 && r; }})()",
+            texts("#pages tbody tr:first-child td")
+        ),
+    );
+    assert_eq!(strings(&busiest), ["/pricing", "2", "1"]);
+    site.wait(
+        &mut browser,
+        "document.querySelectorAll('#feed li.visit').length === 3
+            && document.querySelectorAll('#map circle.marker').length === 3
+            && document.querySelector('.feed-status').classList.contains('live')",
+    );
+    let loaded_at = browser.eval("window.__loadedAt").unwrap();
+
+    site.visit(SAN_DIEGO.probe, "san-diego-1", "/docs", Some("dan"));
+    let newest = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const f = {}; return f.length === 4 && f[0]; }})()",
+            texts("#feed li.visit")
+        ),
+    );
+    let newest = newest.as_str().unwrap();
+    assert!(
+        newest.contains(SAN_DIEGO.probe) && newest.contains("dan") && newest.contains("/docs"),
+        "{newest}"
+    );
+    site.wait(
+        &mut browser,
+        "document.querySelector('[data-count=visitors]').textContent === '4'
+            && document.querySelectorAll('#map circle.marker').length === 4",
+    );
+    assert_eq!(browser.eval("window.__loadedAt").unwrap(), loaded_at);
+    screenshot(&mut browser, "dashboard.png");
+}
+
+/// A script that fills the fields of the form `#<form>` and submits it as a person would.
+fn submit(form: &str, fields: &[(&str, &str)]) -> String {
+    let fill: String = fields
+        .iter()
+        .map(|(name, value)| format!("f.elements[{}].value = {};", json!(name), json!(value)))
+        .collect();
+    format!(
+        "(() => {{ const f = document.getElementById({}); {fill} f.requestSubmit(); return true; }})()",
+        json!(form)
+    )
+}
+
+#[test]
+fn the_admin_page_bans_and_lifts_bans_and_says_when_force_is_needed() {
+    let site = Site::without_geoip();
+    let mut browser = site.browser();
+    browser.goto(&site.url("/admin")).unwrap();
+    site.wait(
+        &mut browser,
+        "document.querySelector('#bans tbody tr') !== null",
+    );
+
+    browser
+        .eval(&submit(
+            "add-ban",
+            &[
+                ("networks", "198.51.100.0/24, 203.0.113.7"),
+                ("reason", "scraping"),
+                ("ttl", "2h"),
+            ],
+        ))
+        .unwrap();
+    let listed = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const n = {}; return n.length === 2 && n.sort(); }})()",
+            texts("#bans tbody td.code")
+        ),
+    );
+    assert_eq!(strings(&listed), ["198.51.100.0/24", "203.0.113.7/32"]);
+    // The agent holds what the page shows.
+    let bans: Value =
+        serde_json::from_str(&site.agent.cli_ok(["ban", "ls", "--json"])).expect("ban ls JSON");
+    let bans = bans.as_array().unwrap();
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    for ban in bans {
+        assert_eq!(ban["reason"], "scraping", "{ban}");
+        assert_eq!(ban["source"], "web", "{ban}");
+        let left = ban["expires_in_secs"].as_u64().unwrap();
+        assert!((7000..=7200).contains(&left), "{ban}");
+    }
+
+    // Banning everything needs force: the page shows the agent's reason and points at it.
+    browser
+        .eval(&submit("add-ban", &[("networks", "0.0.0.0/0")]))
+        .unwrap();
+    let said = site.wait(
+        &mut browser,
+        "(() => { const m = document.querySelector('#bans .message.error');
+            return m && m.textContent; })()",
+    );
+    assert!(said.as_str().unwrap().contains("force"), "{said}");
+    assert_eq!(
+        browser.eval("document.activeElement.name").unwrap(),
+        "force"
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#bans tbody td.code').length")
+            .unwrap(),
+        2
+    );
+
+    // Each row's button lifts its ban.
+    browser
+        .eval(
+            "[...document.querySelectorAll('#bans tbody tr')]
+                .find(tr => tr.querySelector('td.code').textContent === '203.0.113.7/32')
+                .querySelector('button').click()",
+        )
+        .unwrap();
+    let left = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const n = {}; return n.length === 1 && n; }})()",
+            texts("#bans tbody td.code")
+        ),
+    );
+    assert_eq!(strings(&left), ["198.51.100.0/24"]);
+    let out = site.agent.cli_ok(["ban", "ls", "--json"]);
+    assert!(!out.contains("203.0.113.7"), "{out}");
+    screenshot(&mut browser, "admin.png");
+}
