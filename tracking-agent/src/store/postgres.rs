@@ -18,6 +18,10 @@
 //!
 //! Connections are plain TCP or a Unix socket, without TLS: reach a remote database over a
 //! private network or a tunnel (WireGuard, SSH, stunnel), not over the internet.
+//!
+//! The tables have plain names (`bans`, `allows`, `visitors`, `ua_rules`) in the connection's
+//! schema: give the agents a database of their own, or a schema of their own through the URL
+//! (`?options=-csearch_path%3Dtracking`) when the database is shared with an application.
 
 mod bans;
 mod error;

@@ -1,11 +1,12 @@
 //! The schema, as the ordered list of steps that build it.
 //!
-//! `schema_migrations` has one row per step applied. Connecting applies the missing ones, each
-//! in its own transaction together with its row (PostgreSQL's DDL is transactional, so a step
-//! is all there or not at all). Every step first takes a transaction-scoped advisory lock, so
-//! that the agents of a fleet starting at once line up: the first applies the step, the others
-//! then find it done. A database with more steps than this list was written by a newer agent
-//! and is refused rather than misread.
+//! `tracking_migrations` has one row per step applied (not the usual `schema_migrations`, which
+//! Rails and others keep with columns of their own, should the database be shared). Connecting
+//! applies the missing steps, each in its own transaction together with its row (PostgreSQL's
+//! DDL is transactional, so a step is all there or not at all). Every step first takes a
+//! transaction-scoped advisory lock, so that the agents of a fleet starting at once line up:
+//! the first applies the step, the others then find it done. A database with more steps than
+//! this list was written by a newer agent and is refused rather than misread.
 //!
 //! Steps are append-only: once released, a step is never edited, only followed by another.
 
@@ -87,7 +88,7 @@ pub(super) async fn apply_steps(client: &mut Client, steps: &[&str]) -> Result<(
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await?;
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
+            "CREATE TABLE IF NOT EXISTS tracking_migrations (
                 version    bigint      NOT NULL PRIMARY KEY,
                 applied_at timestamptz NOT NULL DEFAULT now()
             )",
@@ -95,7 +96,7 @@ pub(super) async fn apply_steps(client: &mut Client, steps: &[&str]) -> Result<(
         .await?;
         let found: i64 = tx
             .query_one(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                "SELECT coalesce(max(version), 0) FROM tracking_migrations",
                 &[],
             )
             .await?
@@ -114,7 +115,7 @@ pub(super) async fn apply_steps(client: &mut Client, steps: &[&str]) -> Result<(
         };
         tx.batch_execute(step).await.map_err(migrate)?;
         tx.execute(
-            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            "INSERT INTO tracking_migrations (version) VALUES ($1)",
             &[&version],
         )
         .await

@@ -72,7 +72,7 @@ async fn agents_starting_together_upgrade_the_schema_once() {
     );
     let (a, _b, _c) = (a.unwrap(), b.unwrap(), c.unwrap());
     assert_eq!(
-        scalar(&url, "SELECT count(*) FROM schema_migrations").await,
+        scalar(&url, "SELECT count(*) FROM tracking_migrations").await,
         migrations::VERSION
     );
     a.add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
@@ -86,8 +86,30 @@ async fn agents_starting_together_upgrade_the_schema_once() {
         [ban("10.0.0.1/32", "cli", "")]
     );
     assert_eq!(
-        scalar(&url, "SELECT max(version) FROM schema_migrations").await,
+        scalar(&url, "SELECT max(version) FROM tracking_migrations").await,
         migrations::VERSION
+    );
+}
+
+#[tokio::test]
+async fn a_schema_of_its_own_can_be_chosen_in_the_url() {
+    let url = test_server::database();
+    sql(
+        &url,
+        "CREATE SCHEMA tracking; CREATE TABLE public.bans (app_column int)",
+    )
+    .await;
+    let store = PgStore::connect(&format!("{url}?options=-csearch_path%3Dtracking"))
+        .await
+        .unwrap();
+    store
+        .add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&url, "SELECT count(*) FROM tracking.bans").await,
+        1,
+        "the application's own `bans` is left alone"
     );
 }
 
@@ -120,7 +142,7 @@ async fn schema_steps_are_applied_once_in_order_and_a_failing_one_is_not_kept() 
     drop(client);
     let _ = driver.await;
     assert_eq!(
-        scalar(&url, "SELECT max(version) FROM schema_migrations").await,
+        scalar(&url, "SELECT max(version) FROM tracking_migrations").await,
         2
     );
     assert_eq!(
@@ -137,7 +159,7 @@ async fn a_database_from_a_newer_agent_is_refused() {
     let newer = migrations::VERSION + 1;
     sql(
         &url,
-        &format!("INSERT INTO schema_migrations (version) VALUES ({newer})"),
+        &format!("INSERT INTO tracking_migrations (version) VALUES ({newer})"),
     )
     .await;
     let err = PgStore::connect(&url).await.unwrap_err();
