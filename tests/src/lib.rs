@@ -33,9 +33,10 @@
 //! ```
 
 pub mod agent;
+pub mod bench;
 pub mod binary;
-pub mod browser;
 pub mod bpffs;
+pub mod browser;
 pub mod echo;
 pub mod http;
 pub mod netns;

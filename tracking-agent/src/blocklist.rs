@@ -76,7 +76,7 @@ pub fn parse(input: &str) -> Result<Parsed, Vec<LineError>> {
             Ok(Some(_)) if !errors.is_empty() => {}
             Ok(Some((network, reason, host_bits_cleared))) => parsed.entries.push(Entry {
                 network,
-                reason: reason.to_owned(),
+                reason: plain(reason),
                 line,
                 host_bits_cleared,
             }),
@@ -151,6 +151,19 @@ fn mark_repeats<K: Eq>(sorted: &[(K, usize)], duplicate: &mut [bool]) {
     }
 }
 
+/// A comment as a reason: control characters (a stray tab, a NUL some databases refuse) become
+/// spaces.
+fn plain(reason: &str) -> String {
+    if reason.chars().any(char::is_control) {
+        reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    } else {
+        reason.to_owned()
+    }
+}
+
 /// The network of one line, the reason and whether host bits were cleared; `None` for a line
 /// without one (blank or comment). An error says what is wrong, not which line: the caller
 /// shows the line beside it.
@@ -212,6 +225,12 @@ fn quote(line: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_a_reason_become_spaces() {
+        let parsed = parse("192.0.2.0/24 ; SBL\u{0}1\tx\n").unwrap();
+        assert_eq!(parsed.entries[0].reason, "SBL 1 x");
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

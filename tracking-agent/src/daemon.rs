@@ -100,10 +100,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(every(
-        config.reconcile_interval,
-        engine.clone(),
-        |e| async move {
+    let ua_tracker = app.tracker.clone();
+    tasks.spawn(every(config.reconcile_interval, engine.clone(), move |e| {
+        let tracker = ua_tracker.clone();
+        async move {
+            // A fleet shares user-agent rules too; they follow at the reconcile pace.
+            if let Err(err) = tracker.reload_ua_rules().await {
+                tracing::error!("reloading user-agent rules failed: {err}");
+            }
             match e.reconcile().await {
                 Ok(a) if a.added + a.updated + a.removed > 0 => tracing::warn!(
                     "repaired drift between store and kernel: {} added, {} updated, {} removed",
@@ -114,8 +118,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 Ok(_) => {}
                 Err(err) => tracing::error!("reconcile failed: {err}"),
             }
-        },
-    ));
+        }
+    }));
     tasks.spawn(every(
         config.reap_interval,
         engine.clone(),

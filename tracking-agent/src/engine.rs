@@ -164,6 +164,7 @@ impl Engine {
     pub async fn add_bans(&self, req: AddBans) -> Result<AddBansReply> {
         let now = Timestamp::now();
         let (nets, mut warnings) = parse_networks(&req.networks)?;
+        check_text("reason", &req.reason)?;
         let source = match req.source {
             Some(s) => validate_source(&s)?,
             None => SOURCE_CLI.to_string(),
@@ -333,6 +334,7 @@ impl Engine {
     /// Adds allowlist entries; they win over any ban at once.
     pub async fn add_allows(&self, req: AddAllows) -> Result<AddAllowsReply> {
         let (nets, mut warnings) = parse_networks(&req.networks)?;
+        check_text("note", &req.note)?;
         let now = Timestamp::now();
         let _w = self.writer.lock().await;
         let allows: Vec<Allow> = nets
@@ -592,6 +594,23 @@ fn check_force<'a>(
             problems
         },
     })
+}
+
+/// Free text kept with a record: bounded, and without control characters.
+fn check_text(field: &str, text: &str) -> Result<()> {
+    if text.len() > 1024 {
+        return Err(EngineError::bad(
+            format!("the {field} is longer than 1024 bytes"),
+            vec![],
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(EngineError::bad(
+            format!("the {field} contains a control character"),
+            vec![],
+        ));
+    }
+    Ok(())
 }
 
 /// A source name: what `ban ls --source` and `ban sync --source` use.

@@ -1,7 +1,7 @@
 //! [`GeoIp`]: where an address is, from a MaxMind DB City database (GeoLite2-City, GeoIP2-City,
 //! or any file in their layout) read into memory once, for the map of active visitors.
 //!
-//! - [`testdb`] (tests, and the `test-geoip` feature): a City database of our own for tests,
+//! - [`testdb`] (for tests here and in the `tests` crate): a City database of our own for tests,
 //!   written by [`mmdb`], a writer of the MaxMind DB format.
 
 use std::{
@@ -16,9 +16,7 @@ use std::{
 use maxminddb::{MaxMindDbError, Reader};
 use serde::{Deserialize, Serialize};
 
-#[cfg(any(test, feature = "test-geoip"))]
 pub mod mmdb;
-#[cfg(any(test, feature = "test-geoip"))]
 pub mod testdb;
 
 /// How many addresses [`GeoIp::locate`] remembers. Active visitors are looked up again on every

@@ -299,7 +299,9 @@ impl Tracker {
         Ok(removed)
     }
 
-    async fn reload_ua_rules(&self) -> Result<(), StoreError> {
+    /// Reads the user-agent rules from the store again (another agent of a fleet may have
+    /// changed them).
+    pub async fn reload_ua_rules(&self) -> Result<(), StoreError> {
         let keywords = self
             .store
             .list_ua_rules()

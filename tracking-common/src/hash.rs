@@ -15,11 +15,30 @@ pub const fn mix64(mut x: u64) -> u64 {
     x
 }
 
-/// The two candidate buckets of an IPv4 network, for a table of `mask + 1` buckets.
+/// The first candidate bucket of an IPv4 network, for a table of `mask + 1` buckets. One
+/// multiply (multiplicative hashing, the product's upper half): on the hit path every cycle of
+/// latency shows, and `mix64`'s chain of five steps cost more than the bucket scan.
+#[inline(always)]
+pub const fn bucket4_first(addr: u32, len: u8, mask: u32) -> u32 {
+    let h = (((len as u64) << 32) | addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((h >> 32) as u32) & mask
+}
+
+/// The second candidate bucket of an IPv4 network, with an independent multiplier; computed
+/// only when the first bucket does not hold the network.
+#[inline(always)]
+pub const fn bucket4_second(addr: u32, len: u8, mask: u32) -> u32 {
+    let h = (((len as u64) << 32) | addr as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    ((h >> 32) as u32) & mask
+}
+
+/// Both candidate buckets of an IPv4 network.
 #[inline(always)]
 pub const fn buckets4(addr: u32, len: u8, mask: u32) -> (u32, u32) {
-    let h = mix64(((len as u64) << 32) | addr as u64);
-    ((h as u32) & mask, ((h >> 32) as u32) & mask)
+    (
+        bucket4_first(addr, len, mask),
+        bucket4_second(addr, len, mask),
+    )
 }
 
 /// The two candidate buckets of an IPv6 network, for a table of `mask + 1` buckets.
@@ -29,10 +48,11 @@ pub const fn buckets6(hi: u64, lo: u64, len: u8, mask: u32) -> (u32, u32) {
     ((h as u32) & mask, ((h >> 32) as u32) & mask)
 }
 
-/// Filter bit of an IPv4 source: its /24.
+/// Where the two filter bits of an IPv4 source's /24 are: word index and shift.
 #[inline(always)]
-pub const fn filter_bit4(addr: u32) -> u32 {
-    addr >> 8
+pub const fn filter_pos4(addr: u32) -> (u32, u32) {
+    let slash24 = addr >> 8;
+    (slash24 >> 5, (slash24 & 31) * 2)
 }
 
 /// Filter bit of an IPv6 source: a hash of its upper [`crate::layout::FILTER6_PREFIX`] bits.

@@ -9,13 +9,21 @@
 
 /// Bumped whenever a map changes shape or meaning. The agent adopts pinned maps only when their
 /// layout version (part of the pin directory name) equals its own.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
-/// The source filters are bitmaps of `2^FILTER_BITS` bits: for IPv4 one bit per /24, for IPv6 one
-/// bit per hash of the upper [`FILTER6_PREFIX`] bits. A clear bit proves that no ban can match.
+/// The IPv6 source filter is a bitmap of `2^FILTER_BITS` bits, one per hash of the upper
+/// [`FILTER6_PREFIX`] bits of the source. A clear bit proves that no ban can match.
 pub const FILTER_BITS: u32 = 24;
-/// Number of `u64` words in a filter bitmap (2 MiB).
+/// Number of `u64` words in the IPv6 filter (2 MiB).
 pub const FILTER_WORDS: u32 = 1 << (FILTER_BITS - 6);
+/// The IPv4 source filter has two bits per /24 ([`FILTER4_EXACT`], [`FILTER4_PREFIX`]), 32 /24s a
+/// word (4 MiB). Both clear: no ban can match. The exact bit alone sends the source straight to a
+/// /32 probe, so an exact hit needs neither the length mask nor a loop.
+pub const FILTER4_WORDS: u32 = 1 << (24 - 5);
+/// A /32 ban lies in this /24.
+pub const FILTER4_EXACT: u64 = 0b01;
+/// A shorter ban overlaps this /24.
+pub const FILTER4_PREFIX: u64 = 0b10;
 /// The IPv6 filter is keyed by this many leading bits of the source.
 pub const FILTER6_PREFIX: u8 = 48;
 /// An IPv6 ban shorter than this would set more than 2^20 filter bits; while one exists the IPv6

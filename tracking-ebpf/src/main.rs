@@ -42,41 +42,50 @@ pub fn tracking(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> Verdict {
-    let flags = maps::flags();
-    let matched = match parse::source(ctx) {
+    let source = parse::source(ctx);
+    let matched = match source {
         Source::NotIp => return Verdict::NotIp,
         Source::Malformed => return Verdict::Malformed,
-        Source::V4(addr) => match lookup::ban4(addr) {
-            None => return Verdict::Passed,
-            Some(slot) if slot.check_allowlist() && lookup::allowed4(addr) => {
-                return Verdict::Allowed;
-            }
-            Some(slot) => {
-                if flags & FLAG_LOG != 0 {
-                    aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", addr, slot.index);
-                }
-                slot
-            }
-        },
-        Source::V6(hi, lo) => match lookup::ban6(hi, lo, flags) {
-            None => return Verdict::Passed,
-            Some(slot) if slot.check_allowlist() && lookup::allowed6(hi, lo) => {
-                return Verdict::Allowed;
-            }
-            Some(slot) => {
-                if flags & FLAG_LOG != 0 {
-                    let bytes = ((hi as u128) << 64 | lo as u128).to_be_bytes();
-                    aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", bytes, slot.index);
-                }
-                slot
-            }
-        },
+        Source::V4(addr) => lookup::ban4(addr),
+        // IPv6 needs the flags first: a very wide IPv6 ban turns its filter off.
+        Source::V6(hi, lo) => lookup::ban6(hi, lo, maps::flags()),
     };
-    matched.hit();
+    let Some(slot) = matched else {
+        return Verdict::Passed;
+    };
+    if slot.check_allowlist() {
+        let allowed = match source {
+            Source::V4(addr) => lookup::allowed4(addr),
+            Source::V6(hi, lo) => lookup::allowed6(hi, lo),
+            _ => false,
+        };
+        if allowed {
+            return Verdict::Allowed;
+        }
+    }
+    slot.hit();
+    // The flags are read only once something matched: the common path never needs them.
+    let flags = maps::flags();
+    if flags & FLAG_LOG != 0 {
+        log_match(ctx, &source, slot.index);
+    }
     if flags & FLAG_MONITOR != 0 {
         Verdict::Monitored
     } else {
         Verdict::Dropped
+    }
+}
+
+/// Logs a match through aya-log (only with `--log-matches`).
+#[inline(never)]
+fn log_match(ctx: &XdpContext, source: &Source, slot: u32) {
+    match *source {
+        Source::V4(addr) => aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", addr, slot),
+        Source::V6(hi, lo) => {
+            let bytes = (((hi as u128) << 64) | lo as u128).to_be_bytes();
+            aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", bytes, slot)
+        }
+        _ => {}
     }
 }
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use tracking_common::{
     Bucket4, Bucket6, SlotState,
-    layout::{ALLOW_BUCKETS, FILTER_WORDS, V4_LENS_WORDS, config},
+    layout::{ALLOW_BUCKETS, FILTER_WORDS, FILTER4_WORDS, V4_LENS_WORDS, config},
     maps::F_MMAPABLE,
     stats::{Counter, VERDICTS, Verdict},
 };
@@ -17,7 +17,7 @@ pub static CONFIG: Array<u64> = Array::with_max_entries(config::LEN, F_MMAPABLE)
 #[map]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(VERDICTS, 0);
 #[map]
-pub static V4_FILTER: Array<u64> = Array::with_max_entries(FILTER_WORDS, F_MMAPABLE);
+pub static V4_FILTER: Array<u64> = Array::with_max_entries(FILTER4_WORDS, F_MMAPABLE);
 #[map]
 pub static V4_LENS: Array<u64> = Array::with_max_entries(V4_LENS_WORDS, F_MMAPABLE);
 #[map]

@@ -4,6 +4,7 @@
 use aya_ebpf::programs::XdpContext;
 
 /// The source of a frame, as far as the filter cares.
+#[derive(Clone, Copy)]
 pub enum Source {
     /// IPv4 source, host byte order.
     V4(u32),

@@ -216,6 +216,9 @@ pub fn parse_visit(value: &Value, now: Timestamp) -> Result<Visit, String> {
         Some(Value::String(s)) if s.len() > 256 => {
             return Err("`user` is longer than 256 characters".into());
         }
+        Some(Value::String(s)) if s.trim().chars().any(char::is_control) => {
+            return Err("`user` contains a control character".into());
+        }
         Some(Value::String(s)) => Some(s.trim().to_string()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
@@ -242,6 +245,10 @@ fn text(obj: &Map<String, Value>, field: &str, max: usize) -> Result<Option<Stri
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() > max => {
             Err(format!("`{field}` is longer than {max} bytes"))
+        }
+        // No header or path holds control characters, and PostgreSQL text refuses NUL.
+        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+            Err(format!("`{field}` contains a control character"))
         }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(format!("`{field}` must be a string, not {}", kind(other))),
@@ -357,6 +364,14 @@ mod tests {
                 "`referrer` is longer than 4096 bytes",
             ),
             (json!(["192.0.2.1"]), "a visit must be a JSON object"),
+            (
+                json!({"ip": "192.0.2.1", "user_agent": "a\u{0}b"}),
+                "`user_agent` contains a control character",
+            ),
+            (
+                json!({"ip": "192.0.2.1", "user": "bo\u{0}b"}),
+                "`user` contains a control character",
+            ),
         ];
         for (input, expected) in cases {
             let err = parse(input.clone()).unwrap_err();

@@ -17,10 +17,11 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracking_common::{
-    hash::{filter_bit4, filter_bit6},
+    hash::{filter_bit6, filter_pos4},
     layout::{
-        FILTER_WORDS, FILTER6_MIN_ENUMERATED, FILTER6_PREFIX, FLAG_LOG, FLAG_MONITOR, FLAG_V6_ALL,
-        SLOT_CHECK_ALLOW, SLOT_DEADLINE, V4_LENS_WORDS, config, len_bit4, len_bit6,
+        FILTER_WORDS, FILTER4_EXACT, FILTER4_PREFIX, FILTER4_WORDS, FILTER6_MIN_ENUMERATED,
+        FILTER6_PREFIX, FLAG_LOG, FLAG_MONITOR, FLAG_V6_ALL, SLOT_CHECK_ALLOW, SLOT_DEADLINE,
+        V4_LENS_WORDS, config, len_bit4, len_bit6,
     },
 };
 
@@ -255,7 +256,7 @@ impl Maps {
 
     /// Recomputes filters and length masks from the tables and publishes the words that differ.
     pub fn rebuild_derived(&self) {
-        let mut f4 = vec![0u64; FILTER_WORDS as usize];
+        let mut f4 = vec![0u64; FILTER4_WORDS as usize];
         let mut l4 = vec![0u64; V4_LENS_WORDS as usize];
         for (n, _) in self.v4.iter() {
             cover4(&n, &mut |w, bits| f4[w] |= bits, &mut |w, bits| {
@@ -456,6 +457,24 @@ impl Tables {
         Some((found.0, self.ban_at(found.1)))
     }
 
+    /// Whether the source filter lets `ip` through to the table probes (some ban is near it).
+    pub fn candidate(&self, ip: IpAddr) -> bool {
+        let (filter, bit) = match ip {
+            IpAddr::V4(a) => {
+                let (word, shift) = filter_pos4(a.to_bits());
+                let bits = self.v4_filter[word as usize].load(Ordering::Acquire) >> shift;
+                return bits & (FILTER4_EXACT | FILTER4_PREFIX) != 0;
+            }
+            IpAddr::V6(a) => {
+                if self.config[config::FLAGS as usize].load(Ordering::Acquire) & FLAG_V6_ALL != 0 {
+                    return true;
+                }
+                (&self.v6_filter, filter_bit6(split6(a).0))
+            }
+        };
+        filter[bit as usize / 64].load(Ordering::Acquire) >> (bit % 64) & 1 == 1
+    }
+
     /// Whether `ip` is inside an allowlisted network.
     pub fn allowlisted(&self, ip: IpAddr) -> bool {
         match ip {
@@ -562,14 +581,39 @@ fn publish(words: &[std::sync::atomic::AtomicU64], new: &[u64]) {
     }
 }
 
-/// Calls `filter(word, bits)` for the /24 filter bits of an IPv4 ban and `lens(word, bits)` for
-/// its length bit in each /16 it overlaps.
+/// Calls `filter(word, bits)` for the filter bits of an IPv4 ban (its kind's bit in every /24 it
+/// overlaps) and `lens(word, bits)` for its length bit in each /16 it overlaps.
 fn cover4(net: &Ipv4Net, filter: &mut impl FnMut(usize, u64), lens: &mut impl FnMut(usize, u64)) {
     let addr = net.network().to_bits();
     let len = net.prefix_len();
-    let first = filter_bit4(addr) as usize;
+    let kind = if len == 32 {
+        FILTER4_EXACT
+    } else {
+        FILTER4_PREFIX
+    };
+    let first = (addr >> 8) as usize;
     let count = 1usize << 24u8.saturating_sub(len);
-    for_bit_range(first, count, filter);
+    for slash24 in first..first + count.min(32 - first % 32) {
+        let (word, shift) = filter_pos4((slash24 as u32) << 8);
+        filter(word as usize, kind << shift);
+    }
+    // Whole words of 32 /24s at once for wide bans.
+    if count > 32 - first % 32 {
+        let pattern = if kind == FILTER4_EXACT {
+            0x5555_5555_5555_5555
+        } else {
+            0xaaaa_aaaa_aaaa_aaaa
+        };
+        let start = first.div_ceil(32);
+        let end = (first + count) / 32;
+        for word in start..end {
+            filter(word, pattern);
+        }
+        for slash24 in end * 32..first + count {
+            let (word, shift) = filter_pos4((slash24 as u32) << 8);
+            filter(word as usize, kind << shift);
+        }
+    }
     let bit = len_bit4(len);
     let first16 = (addr >> 16) as usize;
     for w in first16..first16 + (1usize << 16u8.saturating_sub(len)) {
@@ -595,48 +639,51 @@ fn cover6(net: &Ipv6Net, filter: &mut impl FnMut(usize, u64), all: &mut bool) {
     }
 }
 
-/// Calls `f(word, bits)` for bits `first..first + count` of a bitmap, a word at a time.
-fn for_bit_range(first: usize, count: usize, f: &mut impl FnMut(usize, u64)) {
-    let end = first + count;
-    let mut bit = first;
-    while bit < end {
-        let word = bit / 64;
-        let lo = bit % 64;
-        let hi = (end - word * 64).min(64);
-        let bits = if hi - lo == 64 {
-            u64::MAX
-        } else {
-            ((1u64 << (hi - lo)) - 1) << lo
-        };
-        f(word, bits);
-        bit = word * 64 + hi;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn bit_ranges_cover_exactly() {
-        let mut bits = [0u64; 4];
-        for_bit_range(3, 130, &mut |w, b| bits[w] |= b);
-        let set: Vec<usize> = (0..256)
-            .filter(|&i| bits[i / 64] >> (i % 64) & 1 == 1)
-            .collect();
-        assert_eq!(set, (3..133).collect::<Vec<_>>());
+    fn an_ipv4_slash_16_sets_the_prefix_bit_of_its_256_slash_24s_and_one_lens_word() {
+        for net in [
+            "10.1.0.0/16",
+            "10.1.0.0/23",
+            "10.1.7.0/24",
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+        ] {
+            let net: Ipv4Net = net.parse().unwrap();
+            let mut filter = vec![0u64; FILTER4_WORDS as usize];
+            let mut lens = Vec::new();
+            cover4(&net, &mut |w, b| filter[w] |= b, &mut |w, b| {
+                lens.push((w, b))
+            });
+            let set: usize = filter
+                .iter()
+                .map(|w| (w & 0xaaaa_aaaa_aaaa_aaaa).count_ones() as usize)
+                .sum();
+            assert_eq!(set, 1 << (24 - net.prefix_len().min(24)), "{net}");
+            assert!(
+                filter.iter().all(|w| w & 0x5555_5555_5555_5555 == 0),
+                "{net}: no exact bits"
+            );
+            let first = (net.network().to_bits() >> 8) as usize;
+            assert_eq!(
+                filter[first / 32] >> ((first % 32) * 2) & 3,
+                FILTER4_PREFIX,
+                "{net}: its first /24"
+            );
+            assert_eq!(lens.len(), 1 << (16 - net.prefix_len().min(16)), "{net}");
+        }
     }
 
     #[test]
-    fn an_ipv4_slash_16_covers_256_filter_bits_and_one_lens_word() {
-        let net: Ipv4Net = "10.1.0.0/16".parse().unwrap();
-        let mut filter = Vec::new();
-        let mut lens = Vec::new();
-        cover4(&net, &mut |w, b| filter.push((w, b)), &mut |w, b| {
-            lens.push((w, b))
-        });
-        let total: u32 = filter.iter().map(|(_, b)| b.count_ones()).sum();
-        assert_eq!(total, 256);
-        assert_eq!(lens, vec![(0x0a01, len_bit4(16))]);
+    fn an_exact_ban_sets_the_exact_bit_of_its_slash_24_only() {
+        let net: Ipv4Net = "10.1.2.3/32".parse().unwrap();
+        let mut filter = vec![0u64; FILTER4_WORDS as usize];
+        cover4(&net, &mut |w, b| filter[w] |= b, &mut |_, _| {});
+        let slash24 = 0x0a0102usize;
+        assert_eq!(filter[slash24 / 32], FILTER4_EXACT << ((slash24 % 32) * 2));
+        assert_eq!(filter.iter().filter(|w| **w != 0).count(), 1);
     }
 }

@@ -26,8 +26,8 @@ use aya::{
 };
 use tracking_common::{
     layout::{
-        ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FILTER_WORDS, LAYOUT_VERSION, MAX_SLOTS, V4_LENS_WORDS,
-        config,
+        ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FILTER_WORDS, FILTER4_WORDS, LAYOUT_VERSION, MAX_SLOTS,
+        V4_LENS_WORDS, config,
     },
     maps::{self as names, globals},
     stats::{Counter, VERDICTS, Verdict},
@@ -220,7 +220,7 @@ impl Program {
         };
         let expected = [
             (m.config.len(), config::LEN as usize),
-            (m.v4_filter.len(), FILTER_WORDS as usize),
+            (m.v4_filter.len(), FILTER4_WORDS as usize),
             (m.v4_lens.len(), V4_LENS_WORDS as usize),
             (m.v6_filter.len(), FILTER_WORDS as usize),
             (m.v4_bans.len(), v4_buckets as usize * 8),
@@ -461,6 +461,74 @@ impl Program {
             })
             .map_err(|e| KernelError::Verify(Box::new(e)))?;
         Ok((r.return_value, r.duration))
+    }
+}
+
+/// The per-packet benchmark's floor: an XDP program that only returns `XDP_PASS`, built from
+/// `tracking-ebpf/src/pass.rs`.
+static FLOOR_PROGRAM: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracking-pass"));
+
+/// The floor program, loaded: what running any XDP program costs under `BPF_PROG_TEST_RUN`.
+pub struct Floor {
+    ebpf: Ebpf,
+}
+
+impl Floor {
+    pub fn load() -> Result<Floor, KernelError> {
+        let mut ebpf = Ebpf::load(FLOOR_PROGRAM).map_err(|e| KernelError::Load(Box::new(e)))?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut("pass")
+            .ok_or(KernelError::Layout(
+                "the floor object has no `pass` program".into(),
+            ))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
+        xdp.load().map_err(|e| KernelError::Verify(Box::new(e)))?;
+        Ok(Floor { ebpf })
+    }
+
+    /// Like [`Program::test_run`].
+    pub fn test_run(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), KernelError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let xdp: &Xdp = self
+            .ebpf
+            .program("pass")
+            .ok_or(KernelError::Layout(
+                "the floor object has no `pass` program".into(),
+            ))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
+        let r = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(|e| KernelError::Verify(Box::new(e)))?;
+        Ok((r.return_value, r.duration))
+    }
+}
+
+/// Ids of the maps the loaded program uses, for reading their memory use (`bpftool map show`).
+impl Program {
+    pub fn map_ids(&self) -> Vec<u32> {
+        self.ebpf
+            .maps()
+            .filter_map(|(_, m)| {
+                let data: &MapData = match m {
+                    aya::maps::Map::Array(d)
+                    | aya::maps::Map::PerCpuArray(d)
+                    | aya::maps::Map::RingBuf(d) => d,
+                    _ => return None,
+                };
+                data.info().ok().map(|i| i.id())
+            })
+            .collect()
     }
 }
 

@@ -104,7 +104,7 @@ fn login_failed() -> String {
         .unwrap_or("<!doctype html><title>tracking</title>")
         .replacen(
             "<body>",
-            "<body><p class=\"error\" role=\"alert\">Wrong token.</p>",
+            "<body><p class=\"message error\" role=\"alert\">Wrong token.</p>",
             1,
         )
 }
