@@ -88,6 +88,15 @@ pub struct SyncReply {
     pub warnings: Vec<String>,
     /// Milliseconds from receiving the list to all of it enforced.
     pub took_ms: u64,
+    /// Of which: reading the list.
+    #[serde(default)]
+    pub parse_ms: u64,
+    /// Storing it.
+    #[serde(default)]
+    pub store_ms: u64,
+    /// Writing the effects into the kernel tables.
+    #[serde(default)]
+    pub kernel_ms: u64,
 }
 
 /// An allowlist entry as listed.
@@ -166,6 +175,10 @@ pub struct VisitStats {
     pub stored: u64,
     /// Visits the store refused even after retries.
     pub lost: u64,
+    /// Page views summed over every visitor record in the store: what the store holds, to
+    /// check against what was sent (visits tracked before a restart included).
+    #[serde(default)]
+    pub page_views_total: u64,
     pub active: crate::active::Counts,
 }
 

@@ -281,6 +281,7 @@ impl Engine {
                     .collect(),
             )
         })?;
+        let parse_ms = started.elapsed().as_millis() as u64;
         let mut warnings: Vec<String> = parsed
             .entries
             .iter()
@@ -307,8 +308,12 @@ impl Engine {
                 expires: None,
             })
             .collect();
+        let stored = Instant::now();
         let report = self.store.sync_source(source.clone(), bans, now).await?;
+        let store_ms = stored.elapsed().as_millis() as u64;
+        let applied = Instant::now();
         self.apply(&report.effects)?;
+        let kernel_ms = applied.elapsed().as_millis() as u64;
         Ok(SyncReply {
             source,
             added: report.added,
@@ -318,6 +323,9 @@ impl Engine {
             duplicates: parsed.duplicates,
             warnings,
             took_ms: started.elapsed().as_millis() as u64,
+            parse_ms,
+            store_ms,
+            kernel_ms,
         })
     }
 

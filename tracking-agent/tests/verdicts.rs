@@ -520,3 +520,52 @@ fn the_agents_own_lookup_agrees_with_the_program_on_every_source() {
         "the probes should mix hits and misses ({dropped} dropped)"
     );
 }
+
+#[test]
+fn removing_bans_leaves_the_filters_exactly_as_a_full_rebuild_would() {
+    let mut f = Filter::new();
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // Bans packed into one /12 so that removals share /24s and /16s with survivors.
+    let random = |r: u64| std::net::Ipv4Addr::from(0x0ac0_0000 | (r as u32 & 0x000f_ffff));
+    let mut held: Vec<IpNet> = Vec::new();
+    for round in 0..20 {
+        let mut effects = Vec::new();
+        for _ in 0..200 {
+            let r = rnd();
+            let len = [32, 32, 32, 28, 24, 20, 16][(r >> 40) as usize % 7];
+            let net = IpNet::new(IpAddr::V4(random(r)), len).unwrap().trunc();
+            effects.push((net, Effective::Banned { expires: None }));
+            held.push(net);
+        }
+        // Remove about a third of what is held.
+        held.sort();
+        held.dedup();
+        let keep: Vec<IpNet> = held.iter().copied().filter(|_| rnd() % 3 != 0).collect();
+        for gone in held.iter().filter(|n| !keep.contains(n)) {
+            effects.push((*gone, Effective::Unbanned));
+        }
+        held = keep;
+        // Removals and additions of the same network in one batch: the addition wins.
+        effects.retain(|(n, e)| *e == Effective::Unbanned || held.contains(n));
+        f.program().maps.apply(&effects).unwrap();
+        let tables = f.program().maps.tables();
+        let probes: Vec<IpAddr> = (0..2000).map(|_| IpAddr::V4(random(rnd()))).collect();
+        let incremental: Vec<bool> = probes.iter().map(|ip| tables.candidate(*ip)).collect();
+        f.program().maps.rebuild_derived();
+        let rebuilt: Vec<bool> = probes.iter().map(|ip| tables.candidate(*ip)).collect();
+        assert_eq!(incremental, rebuilt, "round {round}: filter bits differ from a rebuild");
+        for ip in &probes[..200] {
+            let dst: IpAddr = "198.51.100.1".parse().unwrap();
+            let kernel_drops = f.run(&frames::udp(*ip, dst, &[])) == XDP_DROP;
+            assert_eq!(tables.banned(*ip).is_some(), kernel_drops, "round {round}: {ip}");
+            let expected = held.iter().any(|n| n.contains(ip));
+            assert_eq!(kernel_drops, expected, "round {round}: {ip} dropped={kernel_drops}");
+        }
+    }
+}

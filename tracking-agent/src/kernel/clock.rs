@@ -30,14 +30,10 @@ impl Clock {
     /// The monotonic deadline for a wall-clock expiry; 0 for none. A time already past maps to
     /// 1, which the program treats as expired.
     pub fn to_mono(&self, expires: Option<Timestamp>) -> u64 {
-        let Some(expires) = expires else { return 0 };
-        let (wall, mono) = Self::now();
-        let ahead_ms = expires.as_millis() - wall.as_millis();
-        if ahead_ms <= 0 {
-            1
-        } else {
-            mono.saturating_add(ahead_ms as u64 * 1_000_000)
+        if expires.is_none() {
+            return 0;
         }
+        self.snapshot().to_mono(expires)
     }
 
     /// The wall-clock time of a monotonic deadline; `None` for 0 (never).
@@ -45,9 +41,46 @@ impl Clock {
         if expires_ns == 0 {
             return None;
         }
+        self.snapshot().to_wall(expires_ns)
+    }
+}
+
+impl Clock {
+    /// Both clocks read once, for converting many times in a batch.
+    pub fn snapshot(&self) -> Snapshot {
         let (wall, mono) = Self::now();
-        let delta_ms = (expires_ns as i128 - mono as i128) / 1_000_000;
-        Some(Timestamp::from_millis(wall.as_millis() + delta_ms as i64))
+        Snapshot { wall, mono }
+    }
+}
+
+/// The two clocks at one instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    wall: Timestamp,
+    mono: u64,
+}
+
+impl Snapshot {
+    /// Like [`Clock::to_mono`], as of this snapshot.
+    pub fn to_mono(&self, expires: Option<Timestamp>) -> u64 {
+        let Some(expires) = expires else { return 0 };
+        let ahead_ms = expires.as_millis() - self.wall.as_millis();
+        if ahead_ms <= 0 {
+            1
+        } else {
+            self.mono.saturating_add(ahead_ms as u64 * 1_000_000)
+        }
+    }
+
+    /// Like [`Clock::to_wall`], as of this snapshot.
+    pub fn to_wall(&self, expires_ns: u64) -> Option<Timestamp> {
+        if expires_ns == 0 {
+            return None;
+        }
+        let delta_ms = (expires_ns as i128 - self.mono as i128) / 1_000_000;
+        Some(Timestamp::from_millis(
+            self.wall.as_millis() + delta_ms as i64,
+        ))
     }
 }
 

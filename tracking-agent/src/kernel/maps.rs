@@ -10,7 +10,7 @@
 //! unchanged ban is ever unenforced during an update.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     net::IpAddr,
     sync::{Arc, atomic::Ordering},
 };
@@ -21,13 +21,13 @@ use tracking_common::{
     layout::{
         FILTER_WORDS, FILTER4_EXACT, FILTER4_PREFIX, FILTER4_WORDS, FILTER6_MIN_ENUMERATED,
         FILTER6_PREFIX, FLAG_LOG, FLAG_MONITOR, FLAG_V6_ALL, SLOT_CHECK_ALLOW, SLOT_DEADLINE,
-        V4_LENS_WORDS, config, len_bit4, len_bit6,
+        V4_LENS_WORDS, config, len_bit4, len_bit6, tag_len, tag_slot,
     },
 };
 
 use super::{
     KernelError,
-    clock::Clock,
+    clock::{Clock, Snapshot},
     mmap::Words,
     table::{Table, V4, V6, split6},
 };
@@ -78,7 +78,21 @@ pub struct Maps {
     free: Vec<u32>,
     /// The allowlist, indexed to tell which bans it overlaps.
     allowed: AllowIndex,
+    /// Bans held of each family.
+    count_v4: usize,
+    count_v6: usize,
+    /// The IPv4 bans again, arranged to answer "is anything else still near here?" when
+    /// bans go: exact bans as sorted addresses, shorter ones ordered by address. Removing a
+    /// ban then clears just the filter and length bits nothing else needs, instead of
+    /// rebuilding them from a scan of the whole table.
+    exact4: Vec<u32>,
+    prefix4: BTreeSet<(u32, u8)>,
 }
+
+/// Batches adding more bans than this gather their derived bits before publishing them.
+const BULK: usize = 4096;
+/// How many effects ahead a batch prefetches the buckets it will touch.
+const PREFETCH_AHEAD: usize = 8;
 
 impl std::ops::Deref for Maps {
     type Target = Tables;
@@ -134,10 +148,29 @@ impl Maps {
             .filter(|&s| !used[s as usize])
             .collect();
         let allowed = AllowIndex::new(&tables.allowlist());
+        let (count_v4, count_v6) = tables.counts();
+        let mut exact4 = Vec::with_capacity(count_v4);
+        let mut prefix4 = BTreeSet::new();
+        for w in tables.v4.words() {
+            let word = w.load(Ordering::Relaxed);
+            let t = (word >> 32) as u32;
+            match tag_len(t) {
+                _ if t == 0 => {}
+                32 => exact4.push(word as u32),
+                len => {
+                    prefix4.insert((word as u32, len));
+                }
+            }
+        }
+        exact4.sort_unstable();
         Ok(Maps {
             tables: Arc::new(tables),
             free,
             allowed,
+            count_v4,
+            count_v6,
+            exact4,
+            prefix4,
         })
     }
 
@@ -149,61 +182,84 @@ impl Maps {
     /// named are never unenforced meanwhile.
     pub fn apply(&mut self, effects: &[(IpNet, Effective)]) -> Result<Applied, KernelError> {
         let mut applied = Applied::default();
-        let mut removed_any = false;
-        let mut v4_count = None;
-        let mut v6_count = None;
+        let mut removed_v4 = Vec::new();
+        let mut removed_v6 = false;
         // Removals first, so a batch that swaps bans never needs more than capacity.
-        for (net, effect) in effects {
-            if *effect == Effective::Unbanned {
-                let slot = match net {
-                    IpNet::V4(n) => self.v4.remove(n),
-                    IpNet::V6(n) => self.v6.remove(n),
-                };
-                if let Some(slot) = slot {
-                    self.free.push(slot);
-                    applied.removed += 1;
-                    removed_any = true;
+        for (i, (net, effect)) in effects.iter().enumerate() {
+            if let Some((ahead, Effective::Unbanned)) = effects.get(i + PREFETCH_AHEAD) {
+                match ahead {
+                    IpNet::V4(n) => self.v4.prefetch(n),
+                    IpNet::V6(n) => self.v6.prefetch(n),
+                }
+            }
+            if *effect != Effective::Unbanned {
+                continue;
+            }
+            let slot = match net {
+                IpNet::V4(n) => self.v4.remove(n).inspect(|_| removed_v4.push(*n)),
+                IpNet::V6(n) => self.v6.remove(n).inspect(|_| removed_v6 = true),
+            };
+            if let Some(slot) = slot {
+                self.free.push(slot);
+                applied.removed += 1;
+                match net {
+                    IpNet::V4(_) => self.count_v4 -= 1,
+                    IpNet::V6(_) => self.count_v6 -= 1,
                 }
             }
         }
-        for (net, effect) in effects {
+        // Derived bits of the additions: set one by one for a small batch; for a big one,
+        // gathered here and published once, a word at a time (the new bans start to match
+        // when their words land, the others never stop).
+        let adds = effects
+            .iter()
+            .filter(|(_, e)| *e != Effective::Unbanned)
+            .count();
+        let mut bulk = (adds > BULK).then(Derived::new);
+        let now = self.clock.snapshot();
+        let mut added_exact4 = Vec::new();
+        for (i, (net, effect)) in effects.iter().enumerate() {
+            if let Some((ahead, _)) = effects.get(i + PREFETCH_AHEAD) {
+                match ahead {
+                    IpNet::V4(n) => self.v4.prefetch(n),
+                    IpNet::V6(n) => self.v6.prefetch(n),
+                }
+            }
             let Effective::Banned { expires } = *effect else {
                 continue;
             };
-            let control = self.clock.to_mono(expires) | self.allowed.flag(net);
-            if let Some(existing) = self.get(net) {
-                if !same_expiry(existing.expires, expires) {
-                    self.slots[existing.slot as usize * 2].store(control, Ordering::Release);
+            let control = now.to_mono(expires) | self.allowed.flag(net);
+            let probe = match net {
+                IpNet::V4(n) => self.v4.probe(n),
+                IpNet::V6(n) => self.v6.probe(n),
+            };
+            if let Some(slot) = probe.existing {
+                let held = now
+                    .to_wall(self.slots[slot as usize * 2].load(Ordering::Acquire) & SLOT_DEADLINE);
+                if !same_expiry(held, expires) {
+                    self.slots[slot as usize * 2].store(control, Ordering::Release);
                     applied.updated += 1;
                 }
                 continue;
             }
             let (count, max) = match net {
-                IpNet::V4(_) => (
-                    v4_count.get_or_insert_with(|| self.v4.iter().count()),
-                    self.max_v4,
-                ),
-                IpNet::V6(_) => (
-                    v6_count.get_or_insert_with(|| self.v6.iter().count()),
-                    self.max_v6,
-                ),
+                IpNet::V4(_) => (self.count_v4, self.max_v4),
+                IpNet::V6(_) => (self.count_v6, self.max_v6),
             };
-            if *count >= max {
-                return Err(KernelError::Full {
-                    network: *net,
-                    capacity: max,
-                });
-            }
-            let slot = self.free.pop().ok_or(KernelError::Full {
+            let full = KernelError::Full {
                 network: *net,
                 capacity: max,
-            })?;
+            };
+            if count >= max {
+                return Err(full);
+            }
+            let slot = self.free.pop().ok_or(full)?;
             // State before entry: the program may match the entry as soon as it is written.
             self.slots[slot as usize * 2].store(control, Ordering::Release);
             self.slots[slot as usize * 2 + 1].store(0, Ordering::Release);
             let inserted = match net {
-                IpNet::V4(n) => self.v4.insert(n, slot),
-                IpNet::V6(n) => self.v6.insert(n, slot),
+                IpNet::V4(n) => self.v4.insert_probed(n, slot, &probe),
+                IpNet::V6(n) => self.v6.insert_probed(n, slot, &probe),
             };
             if inserted.is_err() {
                 self.free.push(slot);
@@ -212,12 +268,33 @@ impl Maps {
                     capacity: max,
                 });
             }
-            *count += 1;
-            self.cover(net);
+            match net {
+                IpNet::V4(n) if n.prefix_len() == 32 => {
+                    self.count_v4 += 1;
+                    added_exact4.push(n.addr().to_bits());
+                }
+                IpNet::V4(n) => {
+                    self.count_v4 += 1;
+                    self.prefix4.insert((n.addr().to_bits(), n.prefix_len()));
+                }
+                IpNet::V6(_) => self.count_v6 += 1,
+            }
+            match &mut bulk {
+                Some(d) => d.cover(net),
+                None => self.cover(net),
+            }
             applied.added += 1;
         }
-        if removed_any {
-            self.rebuild_derived();
+        if let Some(d) = bulk {
+            d.or_into(self);
+        }
+        self.index_exact4(added_exact4, &removed_v4);
+        for n in removed_v4.iter().filter(|n| n.prefix_len() < 32) {
+            self.prefix4.remove(&(n.addr().to_bits(), n.prefix_len()));
+        }
+        self.uncover4(&removed_v4);
+        if removed_v6 {
+            self.rebuild(false, true);
         }
         Ok(applied)
     }
@@ -227,7 +304,8 @@ impl Maps {
         match net {
             IpNet::V4(n) => {
                 cover4(
-                    n,
+                    n.addr().to_bits(),
+                    n.prefix_len(),
                     &mut |w, bits| {
                         self.v4_filter[w].fetch_or(bits, Ordering::Release);
                     },
@@ -254,33 +332,143 @@ impl Maps {
         }
     }
 
-    /// Recomputes filters and length masks from the tables and publishes the words that differ.
-    pub fn rebuild_derived(&self) {
-        let mut f4 = vec![0u64; FILTER4_WORDS as usize];
-        let mut l4 = vec![0u64; V4_LENS_WORDS as usize];
-        for (n, _) in self.v4.iter() {
-            cover4(&n, &mut |w, bits| f4[w] |= bits, &mut |w, bits| {
-                l4[w] |= bits
+    /// Brings the sorted exact IPv4 addresses up to date with a batch.
+    fn index_exact4(&mut self, mut added: Vec<u32>, removed: &[Ipv4Net]) {
+        let mut gone: Vec<u32> = removed
+            .iter()
+            .filter(|n| n.prefix_len() == 32)
+            .map(|n| n.addr().to_bits())
+            .collect();
+        if !gone.is_empty() {
+            gone.sort_unstable();
+            // Both sorted: one walk, not a search per address.
+            let mut next = gone.iter().peekable();
+            self.exact4.retain(|a| {
+                while next.next_if(|g| **g < *a).is_some() {}
+                next.peek() != Some(&a)
             });
         }
-        let mut f6 = vec![0u64; FILTER_WORDS as usize];
-        let mut l6 = [0u64; 3];
-        let mut all6 = false;
-        for (n, _) in self.v6.iter() {
-            cover6(&n, &mut |w, bits| f6[w] |= bits, &mut all6);
-            let (w, bit) = len_bit6(n.prefix_len());
-            l6[w] |= bit;
+        if !added.is_empty() {
+            added.sort_unstable();
+            let old = std::mem::take(&mut self.exact4);
+            self.exact4 = merge_sorted(old, added);
         }
-        publish(&self.v4_filter, &f4);
-        publish(&self.v4_lens, &l4);
-        publish(&self.v6_filter, &f6);
-        let lens = &self.config[config::V6_LENS as usize..config::V6_LENS as usize + 3];
-        publish(lens, &l6);
-        let flags = &self.config[config::FLAGS as usize];
-        if all6 {
-            flags.fetch_or(FLAG_V6_ALL, Ordering::Release);
-        } else {
-            flags.fetch_and(!FLAG_V6_ALL, Ordering::Release);
+    }
+
+    /// Whether an exact IPv4 ban lies in `first..=last`.
+    fn exact4_in(&self, first: u32, last: u32) -> bool {
+        let i = self.exact4.partition_point(|a| *a < first);
+        self.exact4.get(i).is_some_and(|a| *a <= last)
+    }
+
+    /// Whether an IPv4 ban shorter than /32 overlaps `first..=last` (an aligned range of
+    /// `2^(32 - len)` addresses): one inside it, or one containing it.
+    fn prefix4_overlaps(&self, first: u32, len: u8) -> bool {
+        let last = first | (u32::MAX >> len);
+        if self.prefix4.range((first, 0)..=(last, 32)).next().is_some() {
+            return true;
+        }
+        (0..len).any(|l| {
+            self.prefix4
+                .contains(&(first & !(u32::MAX.checked_shr(l as u32).unwrap_or(0)), l))
+        })
+    }
+
+    /// Whether an IPv4 ban of length `len` overlaps the /16 `first`.
+    fn length_in_slash16(&self, first: u32, len: u8) -> bool {
+        if len == 32 {
+            return self.exact4_in(first, first | 0xffff);
+        }
+        if len < 16 {
+            return self.prefix4.contains(&(
+                first & !(u32::MAX.checked_shr(len as u32).unwrap_or(0)),
+                len,
+            ));
+        }
+        self.prefix4
+            .range((first, 0)..=(first | 0xffff, 32))
+            .any(|(_, l)| *l == len)
+    }
+
+    /// Clears the filter and length bits that only the `removed` bans needed.
+    fn uncover4(&self, removed: &[Ipv4Net]) {
+        let mut slash24s = HashSet::new();
+        let mut lens = HashSet::new();
+        for n in removed {
+            let addr = n.addr().to_bits();
+            let len = n.prefix_len();
+            let first = addr >> 8;
+            for x in first..first + (1u32 << 24u8.saturating_sub(len)) {
+                slash24s.insert((x, len == 32));
+            }
+            let first16 = addr >> 16;
+            for w in first16..first16 + (1u32 << 16u8.saturating_sub(len)) {
+                lens.insert((w, len));
+            }
+        }
+        for (x, exact) in slash24s {
+            let base = x << 8;
+            let (kind, still) = if exact {
+                (FILTER4_EXACT, self.exact4_in(base, base | 0xff))
+            } else {
+                (FILTER4_PREFIX, self.prefix4_overlaps(base, 24))
+            };
+            if !still {
+                let (word, shift) = filter_pos4(base);
+                self.v4_filter[word as usize].fetch_and(!(kind << shift), Ordering::Release);
+            }
+        }
+        for (w, len) in lens {
+            if !self.length_in_slash16(w << 16, len) {
+                self.v4_lens[w as usize].fetch_and(!len_bit4(len), Ordering::Release);
+            }
+        }
+    }
+
+    /// Recomputes filters and length masks from the tables and publishes the words that differ.
+    pub fn rebuild_derived(&self) {
+        self.rebuild(true, true);
+    }
+
+    /// [`Maps::rebuild_derived`] for the families named. The tables are scanned as raw words:
+    /// at a million bans this runs after every batch that removes one.
+    fn rebuild(&self, v4: bool, v6: bool) {
+        if v4 {
+            let mut f4 = vec![0u64; FILTER4_WORDS as usize];
+            let mut l4 = vec![0u64; V4_LENS_WORDS as usize];
+            for w in self.v4.words() {
+                let word = w.load(Ordering::Relaxed);
+                let t = (word >> 32) as u32;
+                if t != 0 {
+                    cover4(
+                        word as u32,
+                        tag_len(t),
+                        &mut |w, bits| f4[w] |= bits,
+                        &mut |w, bits| l4[w] |= bits,
+                    );
+                }
+            }
+            publish(&self.v4_filter, &f4);
+            publish(&self.v4_lens, &l4);
+        }
+        if v6 {
+            let mut f6 = vec![0u64; FILTER_WORDS as usize];
+            let mut l6 = [0u64; 3];
+            let mut all6 = false;
+            for (n, _) in self.v6.iter() {
+                cover6(&n, &mut |w, bits| f6[w] |= bits, &mut all6);
+                let (w, bit) = len_bit6(n.prefix_len());
+                l6[w] |= bit;
+            }
+            publish(&self.v6_filter, &f6);
+            let lens = &self.config[config::V6_LENS as usize..config::V6_LENS as usize + 3];
+            publish(lens, &l6);
+            let flags = &self.config[config::FLAGS as usize];
+            if all6 {
+                flags.fetch_or(FLAG_V6_ALL, Ordering::Release);
+            } else {
+                flags.fetch_and(!FLAG_V6_ALL, Ordering::Release);
+            }
         }
     }
 
@@ -387,20 +575,38 @@ impl Tables {
     }
 
     fn ban_at(&self, slot: u32) -> KernelBan {
+        self.ban_as_of(slot, &self.clock.snapshot())
+    }
+
+    fn ban_as_of(&self, slot: u32, now: &Snapshot) -> KernelBan {
         let expires_ns = self.slots[slot as usize * 2].load(Ordering::Relaxed) & SLOT_DEADLINE;
         let hits = self.slots[slot as usize * 2 + 1].load(Ordering::Relaxed);
         KernelBan {
             slot,
-            expires: self.clock.to_wall(expires_ns),
+            expires: now.to_wall(expires_ns),
             hits,
         }
     }
 
     /// Every ban held.
     pub fn bans(&self) -> Vec<(IpNet, KernelBan)> {
-        let v4 = self.v4.iter().map(|(n, s)| (IpNet::V4(n), s));
-        let v6 = self.v6.iter().map(|(n, s)| (IpNet::V6(n), s));
-        v4.chain(v6).map(|(n, s)| (n, self.ban_at(s))).collect()
+        let now = self.clock.snapshot();
+        let mut out = Vec::with_capacity(self.slots.len() / 2);
+        for w in self.v4.words() {
+            let word = w.load(Ordering::Relaxed);
+            let t = (word >> 32) as u32;
+            if t != 0 {
+                let net = Ipv4Net::new(std::net::Ipv4Addr::from_bits(word as u32), tag_len(t))
+                    .expect("a stored prefix length");
+                out.push((IpNet::V4(net), self.ban_as_of(tag_slot(t), &now)));
+            }
+        }
+        out.extend(
+            self.v6
+                .iter()
+                .map(|(n, s)| (IpNet::V6(n), self.ban_as_of(s, &now))),
+        );
+        out
     }
 
     /// The allowlist held.
@@ -581,11 +787,14 @@ fn publish(words: &[std::sync::atomic::AtomicU64], new: &[u64]) {
     }
 }
 
-/// Calls `filter(word, bits)` for the filter bits of an IPv4 ban (its kind's bit in every /24 it
-/// overlaps) and `lens(word, bits)` for its length bit in each /16 it overlaps.
-fn cover4(net: &Ipv4Net, filter: &mut impl FnMut(usize, u64), lens: &mut impl FnMut(usize, u64)) {
-    let addr = net.network().to_bits();
-    let len = net.prefix_len();
+/// Calls `filter(word, bits)` for the filter bits of the IPv4 ban `addr/len` (its kind's bit in
+/// every /24 it overlaps) and `lens(word, bits)` for its length bit in each /16 it overlaps.
+fn cover4(
+    addr: u32,
+    len: u8,
+    filter: &mut impl FnMut(usize, u64),
+    lens: &mut impl FnMut(usize, u64),
+) {
     let kind = if len == 32 {
         FILTER4_EXACT
     } else {
@@ -618,6 +827,73 @@ fn cover4(net: &Ipv4Net, filter: &mut impl FnMut(usize, u64), lens: &mut impl Fn
     let first16 = (addr >> 16) as usize;
     for w in first16..first16 + (1usize << 16u8.saturating_sub(len)) {
         lens(w, bit);
+    }
+}
+
+/// Two sorted vectors as one.
+fn merge_sorted(a: Vec<u32>, b: Vec<u32>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// Derived bits of a big batch of additions, gathered before they are published.
+struct Derived {
+    v4_filter: Vec<u64>,
+    v4_lens: Vec<u64>,
+    /// IPv6 additions are few next to IPv4 ones: kept as networks and covered one by one.
+    v6: Vec<IpNet>,
+}
+
+impl Derived {
+    fn new() -> Self {
+        Derived {
+            v4_filter: vec![0; FILTER4_WORDS as usize],
+            v4_lens: vec![0; V4_LENS_WORDS as usize],
+            v6: Vec::new(),
+        }
+    }
+
+    fn cover(&mut self, net: &IpNet) {
+        match net {
+            IpNet::V4(n) => {
+                let (f, l) = (&mut self.v4_filter, &mut self.v4_lens);
+                cover4(
+                    n.addr().to_bits(),
+                    n.prefix_len(),
+                    &mut |w, b| f[w] |= b,
+                    &mut |w, b| l[w] |= b,
+                );
+            }
+            IpNet::V6(_) => self.v6.push(*net),
+        }
+    }
+
+    fn or_into(self, maps: &Maps) {
+        for (shared, bits) in [
+            (&maps.v4_filter, &self.v4_filter),
+            (&maps.v4_lens, &self.v4_lens),
+        ] {
+            for (w, b) in shared.iter().zip(bits) {
+                if *b != 0 && w.load(Ordering::Relaxed) & b != *b {
+                    w.fetch_or(*b, Ordering::Release);
+                }
+            }
+        }
+        for net in &self.v6 {
+            maps.cover(net);
+        }
     }
 }
 
@@ -681,7 +957,12 @@ mod tests {
     fn an_exact_ban_sets_the_exact_bit_of_its_slash_24_only() {
         let net: Ipv4Net = "10.1.2.3/32".parse().unwrap();
         let mut filter = vec![0u64; FILTER4_WORDS as usize];
-        cover4(&net, &mut |w, b| filter[w] |= b, &mut |_, _| {});
+        cover4(
+            net.addr().to_bits(),
+            net.prefix_len(),
+            &mut |w, b| filter[w] |= b,
+            &mut |_, _| {},
+        );
         let slash24 = 0x0a0102usize;
         assert_eq!(filter[slash24 / 32], FILTER4_EXACT << ((slash24 % 32) * 2));
         assert_eq!(filter.iter().filter(|w| **w != 0).count(), 1);

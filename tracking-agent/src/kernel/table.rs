@@ -36,6 +36,14 @@ pub trait Family {
     fn read(entry: &[AtomicU64]) -> Option<(Self::Net, u32)>;
     /// Empties an entry by clearing its tag.
     fn clear(entry: &[AtomicU64]);
+    /// The tag of `entry` if it holds `net`; compares raw words, without building a network.
+    fn holds(entry: &[AtomicU64], net: &Self::Net) -> Option<u32>;
+    /// Whether an entry holds anything.
+    fn used(entry: &[AtomicU64]) -> bool {
+        entry[Self::ENTRY_WORDS - 1].load(Ordering::Acquire) >> Self::TAG_SHIFT != 0
+    }
+    /// Where the tag sits in the entry's last word.
+    const TAG_SHIFT: u32;
 }
 
 /// IPv4: `addr | tag << 32` in one word (`Entry4` on a little-endian machine).
@@ -47,6 +55,7 @@ impl Family for V4 {
     type Net = Ipv4Net;
     const ENTRIES: usize = ENTRIES4;
     const ENTRY_WORDS: usize = 1;
+    const TAG_SHIFT: u32 = 32;
 
     fn prefix_len(net: &Ipv4Net) -> u8 {
         net.prefix_len()
@@ -74,12 +83,19 @@ impl Family for V4 {
     fn clear(entry: &[AtomicU64]) {
         entry[0].store(0, Ordering::Release);
     }
+
+    fn holds(entry: &[AtomicU64], net: &Ipv4Net) -> Option<u32> {
+        let word = entry[0].load(Ordering::Acquire);
+        let key = net.addr().to_bits() as u64 | (net.prefix_len() as u64 + 1) << 32;
+        (word & 0x0000_00ff_ffff_ffff == key).then_some((word >> 32) as u32)
+    }
 }
 
 impl Family for V6 {
     type Net = Ipv6Net;
     const ENTRIES: usize = ENTRIES6;
     const ENTRY_WORDS: usize = 3;
+    const TAG_SHIFT: u32 = 0;
 
     fn prefix_len(net: &Ipv6Net) -> u8 {
         net.prefix_len()
@@ -111,6 +127,16 @@ impl Family for V6 {
     fn clear(entry: &[AtomicU64]) {
         entry[2].store(0, Ordering::Release);
     }
+
+    fn holds(entry: &[AtomicU64], net: &Ipv6Net) -> Option<u32> {
+        let tag_ = entry[2].load(Ordering::Acquire) as u32;
+        if tag_ & 0xff != net.prefix_len() as u32 + 1 {
+            return None;
+        }
+        let (hi, lo) = split6(net.addr());
+        (entry[0].load(Ordering::Relaxed) == hi && entry[1].load(Ordering::Relaxed) == lo)
+            .then_some(tag_)
+    }
 }
 
 /// An IPv6 address as the program reads it: two host-order halves.
@@ -121,6 +147,25 @@ pub fn split6(addr: Ipv6Addr) -> (u64, u64) {
 
 pub fn join6(hi: u64, lo: u64) -> Ipv6Addr {
     Ipv6Addr::from_bits((hi as u128) << 64 | lo as u128)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn prefetch<T>(p: *const T) {
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn prefetch<T>(_: *const T) {}
+
+/// Where a network is in a table, or where it would go.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    /// Its slot, when present.
+    pub existing: Option<u32>,
+    /// A free entry in the emptier candidate bucket, when absent and one is free.
+    place: Option<(u32, usize)>,
+    buckets: (u32, u32),
 }
 
 /// Both candidate buckets of a network are full and no resident could move out of the way.
@@ -168,20 +213,29 @@ impl<F: Family> Table<F> {
     }
 
     fn find_in(&self, bucket: u32, net: &F::Net) -> Option<(usize, u32)> {
-        (0..F::ENTRIES).find_map(|i| match F::read(self.entry(bucket, i)) {
-            Some((n, tag_)) if n == *net => Some((i, tag_)),
-            _ => None,
-        })
+        (0..F::ENTRIES).find_map(|i| F::holds(self.entry(bucket, i), net).map(|t| (i, t)))
     }
 
     fn free_in(&self, bucket: u32) -> Option<usize> {
-        (0..F::ENTRIES).find(|&i| F::read(self.entry(bucket, i)).is_none())
+        (0..F::ENTRIES).find(|&i| !F::used(self.entry(bucket, i)))
     }
 
-    fn used_in(&self, bucket: u32) -> usize {
-        (0..F::ENTRIES)
-            .filter(|&i| F::read(self.entry(bucket, i)).is_some())
-            .count()
+    /// One pass over a bucket: where `net` is, how many entries are used, the first free one.
+    fn scan(&self, bucket: u32, net: &F::Net) -> (Option<(usize, u32)>, usize, Option<usize>) {
+        let mut used = 0;
+        let mut free = None;
+        for i in 0..F::ENTRIES {
+            let entry = self.entry(bucket, i);
+            if let Some(t) = F::holds(entry, net) {
+                return (Some((i, t)), 0, None);
+            }
+            if F::used(entry) {
+                used += 1;
+            } else if free.is_none() {
+                free = Some(i);
+            }
+        }
+        (None, used, free)
     }
 
     /// The slot recorded for `net`, if present.
@@ -192,22 +246,65 @@ impl<F: Family> Table<F> {
             .map(|(_, t)| tag_slot(t))
     }
 
+    /// Asks the CPU to start loading both candidate buckets of `net`. A batch calls this a few
+    /// networks ahead of the one it works on: in a table of many megabytes every bucket is a
+    /// cache and TLB miss, which costs more than everything else an insert does.
+    pub fn prefetch(&self, net: &F::Net) {
+        let (b1, b2) = F::buckets(net, self.mask);
+        for b in [b1, b2] {
+            let entry = self.entry(b, 0);
+            prefetch(entry.as_ptr());
+        }
+    }
+
+    /// Looks `net` up and, when it is absent, notes where it would go: one pass over its two
+    /// buckets serves both the lookup and a following [`Table::insert_probed`].
+    pub fn probe(&self, net: &F::Net) -> Probe {
+        let (b1, b2) = F::buckets(net, self.mask);
+        let (found1, used1, free1) = self.scan(b1, net);
+        if let Some((_, t)) = found1 {
+            return Probe {
+                existing: Some(tag_slot(t)),
+                place: None,
+                buckets: (b1, b2),
+            };
+        }
+        let (found2, used2, free2) = self.scan(b2, net);
+        if let Some((_, t)) = found2 {
+            return Probe {
+                existing: Some(tag_slot(t)),
+                place: None,
+                buckets: (b1, b2),
+            };
+        }
+        // Two choices, the emptier wins: keeps the fullest bucket near the average.
+        let place = match (free1, free2) {
+            (Some(i), Some(j)) => Some(if used2 < used1 { (b2, j) } else { (b1, i) }),
+            (Some(i), None) => Some((b1, i)),
+            (None, Some(j)) => Some((b2, j)),
+            (None, None) => None,
+        };
+        Probe {
+            existing: None,
+            place,
+            buckets: (b1, b2),
+        }
+    }
+
     /// Adds `net` with `slot`. The caller makes sure it is not present yet.
     pub fn insert(&self, net: &F::Net, slot: u32) -> Result<(), TableFull> {
+        let probe = self.probe(net);
+        self.insert_probed(net, slot, &probe)
+    }
+
+    /// Adds `net`, absent according to `probe`, which was taken with no write in between.
+    pub fn insert_probed(&self, net: &F::Net, slot: u32, probe: &Probe) -> Result<(), TableFull> {
         let tag_ = tag(slot, F::prefix_len(net));
-        let (b1, b2) = F::buckets(net, self.mask);
-        // Two choices, the emptier wins: keeps the fullest bucket near the average.
-        let (first, second) = if self.used_in(b2) < self.used_in(b1) {
-            (b2, b1)
-        } else {
-            (b1, b2)
-        };
-        for bucket in [first, second] {
-            if let Some(i) = self.free_in(bucket) {
-                F::write(self.entry(bucket, i), net, tag_);
-                return Ok(());
-            }
+        if let Some((bucket, i)) = probe.place {
+            F::write(self.entry(bucket, i), net, tag_);
+            return Ok(());
         }
+        let (b1, b2) = probe.buckets;
         // Both full: move one resident to its other bucket, copy first, then clear.
         for bucket in [b1, b2] {
             for i in 0..F::ENTRIES {
@@ -240,6 +337,11 @@ impl<F: Family> Table<F> {
             }
         }
         None
+    }
+
+    /// The raw words of the table, `ENTRY_WORDS` an entry, for scans that must be fast.
+    pub fn words(&self) -> &[AtomicU64] {
+        &self.words
     }
 
     /// Every network in the table with its slot.
