@@ -931,9 +931,12 @@ mod tests {
             let net: Ipv4Net = net.parse().unwrap();
             let mut filter = vec![0u64; FILTER4_WORDS as usize];
             let mut lens = Vec::new();
-            cover4(&net, &mut |w, b| filter[w] |= b, &mut |w, b| {
-                lens.push((w, b))
-            });
+            cover4(
+                net.addr().to_bits(),
+                net.prefix_len(),
+                &mut |w, b| filter[w] |= b,
+                &mut |w, b| lens.push((w, b)),
+            );
             let set: usize = filter
                 .iter()
                 .map(|w| (w & 0xaaaa_aaaa_aaaa_aaaa).count_ones() as usize)
