@@ -596,3 +596,24 @@ fn bad_input_is_named_and_changes_nothing() {
     );
     assert!(out.contains("banned 192.0.2.0/24"), "{out}");
 }
+
+#[test]
+fn log_matches_puts_each_match_from_the_program_in_the_agent_log() {
+    let site = Site::with_args(&["--log-matches"]);
+    let banned = site.banned_v4();
+    site.agent.cli_ok(["ban", "add", &banned.to_string()]);
+    site.assert_dropped(banned);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = site.agent.log();
+        if log.contains(&format!("ban match {banned}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no match logged:\n{}",
+            site.agent.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

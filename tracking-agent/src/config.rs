@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// Monitor mode: count what bans match, drop nothing [default: off]
     #[arg(long, env = "TRACKING_MONITOR", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub monitor: Option<bool>,
-    /// Log every match from the XDP program at debug level (costly) [default: off]
+    /// Log every match from the XDP program through aya-log (costly under a flood) [default: off]
     #[arg(long, env = "TRACKING_LOG_MATCHES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub log_matches: Option<bool>,
     /// Listener for the visit hook, the API and the pages, or `off` [default: 127.0.0.1:8080]

@@ -76,14 +76,15 @@ fn classify(ctx: &XdpContext) -> Verdict {
     }
 }
 
-/// Logs a match through aya-log (only with `--log-matches`).
+/// Logs a match through aya-log (only with `--log-matches`), at info level so that the flag
+/// alone shows them.
 #[inline(never)]
 fn log_match(ctx: &XdpContext, source: &Source, slot: u32) {
     match *source {
-        Source::V4(addr) => aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", addr, slot),
+        Source::V4(addr) => aya_log_ebpf::info!(ctx, "ban match {:i} slot {}", addr, slot),
         Source::V6(hi, lo) => {
             let bytes = (((hi as u128) << 64) | lo as u128).to_be_bytes();
-            aya_log_ebpf::debug!(ctx, "ban match {:i} slot {}", bytes, slot)
+            aya_log_ebpf::info!(ctx, "ban match {:i} slot {}", bytes, slot)
         }
         _ => {}
     }
