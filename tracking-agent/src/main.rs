@@ -7,7 +7,7 @@ use clap::Parser as _;
 use tracking_agent::{
     cli::{self, AgentCommand, Cli, Command},
     config::{self, AgentConfig},
-    daemon,
+    control, daemon,
     kernel::program::detach_all,
 };
 
@@ -23,6 +23,9 @@ fn main() -> ExitCode {
             runtime.block_on(run_agent(*args))
         }
         Command::Agent(AgentCommand::Detach { bpffs_dir }) => detach(&bpffs_dir),
+        Command::BenchFloor { http } => runtime
+            .block_on(control::floor::serve(http))
+            .map_err(|e| anyhow::anyhow!("benchmark floor on {http}: {e}")),
         command => {
             let mut stdout = std::io::stdout();
             runtime

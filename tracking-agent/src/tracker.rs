@@ -279,6 +279,11 @@ impl Tracker {
             .collect())
     }
 
+    /// Page views summed over every stored visitor record.
+    pub async fn page_views_total(&self) -> Result<u64, StoreError> {
+        self.store.page_views_total().await
+    }
+
     /// A receiver of the live feed.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
         self.feed.subscribe()

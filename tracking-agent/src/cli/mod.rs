@@ -58,6 +58,13 @@ pub enum Command {
     Stats(JsonFlag),
     /// Interfaces, attach mode, map usage, pins and store of the running agent
     Status(JsonFlag),
+    /// The benchmarks' floor: an HTTP server that answers the visit hook and does nothing else
+    #[command(hide = true)]
+    BenchFloor {
+        /// Where to listen, e.g. 127.0.0.1:8081
+        #[arg(long, value_name = "ADDR")]
+        http: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,7 +211,7 @@ pub async fn run(
         let _ = out.write_all(text.as_bytes());
     };
     match command {
-        Command::Agent(_) => unreachable!("handled by main"),
+        Command::Agent(_) | Command::BenchFloor { .. } => unreachable!("handled by main"),
         Command::Ban(BanCommand::Add {
             networks,
             reason,

@@ -188,14 +188,15 @@ pub fn stats(s: &StatsView) -> String {
     if let Some(v) = &s.visits {
         let _ = writeln!(
             out,
-            "{} active visitors ({} registered, {} guests); {} visits tracked, {} not tracked, {} stored, {} lost",
+            "{} active visitors ({} registered, {} guests); {} visits tracked, {} not tracked, {} stored, {} lost; {} page views in the store",
             v.active.visitors,
             v.active.registered,
             v.active.guests,
             v.tracked,
             v.untracked,
             v.stored,
-            v.lost
+            v.lost,
+            v.page_views_total
         );
     }
     if !s.top.is_empty() {

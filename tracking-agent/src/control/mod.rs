@@ -7,9 +7,11 @@
 //! - [`routes`]: bans, allowlist, user-agent rules, visitors, feed, map, status, stats.
 //! - [`auth`]: the tokens.
 //! - [`unix`]: the control socket.
+//! - [`floor`]: the benchmarks' floor, an HTTP server that answers the hook and does nothing.
 
 pub mod auth;
 mod error;
+pub mod floor;
 pub mod hook;
 pub mod routes;
 mod unix;

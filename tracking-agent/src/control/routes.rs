@@ -65,6 +65,7 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
         untracked: load(&t.untracked),
         stored: load(&t.stored),
         lost: load(&t.lost),
+        page_views_total: app.tracker.page_views_total().await?,
         active: app.tracker.counts(None),
     });
     Ok(Json(stats))

@@ -8,6 +8,8 @@
 //! - `sync`: replacing the records of one source with a list, a million at a time.
 //! - `visitors`: the session rule as a multi-row upsert, the tracker's queries, user-agent rules.
 //! - `listen`: one connection that hears the other agents' changes.
+//! - [`test_server`]: a throwaway server and a fresh database each, for the tests here and the
+//!   benchmarks of the `tests` crate.
 //!
 //! Every mutating call is one transaction. Those that change bans take one advisory lock
 //! first, so that the changes of the fleet are applied one after the other and the effects
@@ -29,8 +31,7 @@ mod listen;
 mod migrations;
 mod net;
 mod sync;
-#[cfg(test)]
-pub(crate) mod test_server;
+pub mod test_server;
 #[cfg(test)]
 mod tests;
 mod url;

@@ -1,4 +1,4 @@
-//! A PostgreSQL server for the tests, and a fresh database for each.
+//! A PostgreSQL server for the tests and the benchmarks, and a fresh database for each.
 //!
 //! [`database`] returns the URL of an empty database of its own. With `DATABASE_URL` set, it is
 //! created on that server (whose user must be allowed to create databases) and left there.
