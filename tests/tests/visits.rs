@@ -517,3 +517,23 @@ fn the_live_feed_streams_visits_and_departures() {
     }
     assert_eq!(events, vec!["visit", "left"]);
 }
+
+#[test]
+fn excluded_networks_are_not_tracked_and_addresses_can_be_kept_anonymous() {
+    let site = Site::with_args(&["--no-track-network", "10.9.0.0/16", "--anonymize-ips"]);
+    site.agent.cli_ok(["ban", "add", "203.0.113.77"]);
+    assert_eq!(site.track(json!({"ip": "10.9.1.1"}))["tracked"], false);
+    let answer = site.track(json!({"ip": "203.0.113.77", "session_key": "anon"}));
+    assert_eq!(
+        answer,
+        json!({"tracked": true, "banned": true}),
+        "the ban check sees the whole address"
+    );
+    site.track(json!({"ip": "2001:db8:1:2:3::4", "session_key": "anon6"}));
+    let stored = site.stored(2);
+    let ips: Vec<&str> = stored.iter().map(|v| v["ip"].as_str().unwrap()).collect();
+    assert!(
+        ips.contains(&"203.0.113.0") && ips.contains(&"2001:db8:1::"),
+        "{ips:?}"
+    );
+}

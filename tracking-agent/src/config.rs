@@ -114,6 +114,19 @@ pub struct RunArgs {
         value_name = "PREFIX"
     )]
     pub no_track_prefixes: Vec<String>,
+    /// Visits from this network are never tracked (your office, your monitoring); repeat for
+    /// several [default: none]
+    #[arg(
+        long = "no-track-network",
+        env = "TRACKING_NO_TRACK_NETWORK",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub no_track_networks: Vec<String>,
+    /// Keep visitors' addresses only to their /24 (IPv4) or /48 (IPv6); the ban check still uses
+    /// the whole address [default: off]
+    #[arg(long, env = "TRACKING_ANONYMIZE_IPS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub anonymize_ips: Option<bool>,
     /// Log filter, as in RUST_LOG [default: info]
     #[arg(long, env = "TRACKING_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -149,6 +162,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "de_duration")]
     pub cleanup_timeout: Option<Duration>,
     pub no_track_prefix: Option<Vec<String>>,
+    pub no_track_network: Option<Vec<String>>,
+    pub anonymize_ips: Option<bool>,
     pub log: Option<String>,
 }
 
@@ -255,6 +270,8 @@ pub struct AgentConfig {
     pub tracking_timeout: Duration,
     pub cleanup_timeout: Duration,
     pub no_track_prefixes: Vec<String>,
+    pub no_track_networks: Vec<ipnet::IpNet>,
+    pub anonymize_ips: bool,
     pub log: String,
 }
 
@@ -383,6 +400,22 @@ impl AgentConfig {
             } else {
                 args.no_track_prefixes
             },
+            no_track_networks: {
+                let given = if args.no_track_networks.is_empty() {
+                    file.no_track_network.unwrap_or_default()
+                } else {
+                    args.no_track_networks
+                };
+                given
+                    .iter()
+                    .map(|n| {
+                        crate::ban::parse_network(n)
+                            .map(|(net, _)| net)
+                            .map_err(|e| ConfigError::Invalid(format!("no-track-network: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?
+            },
+            anonymize_ips: args.anonymize_ips.or(file.anonymize_ips).unwrap_or(false),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
         };
         for p in &config.no_track_prefixes {

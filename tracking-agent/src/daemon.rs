@@ -75,6 +75,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             tracking_timeout: config.tracking_timeout,
             cleanup_timeout: config.cleanup_timeout,
             no_track_prefixes: config.no_track_prefixes.clone(),
+            no_track_networks: config.no_track_networks.clone(),
+            anonymize_ips: config.anonymize_ips,
         },
     )
     .await?;

@@ -41,6 +41,10 @@ pub struct TrackerConfig {
     pub tracking_timeout: Duration,
     pub cleanup_timeout: Duration,
     pub no_track_prefixes: Vec<String>,
+    /// Visits from these networks are not tracked.
+    pub no_track_networks: Vec<ipnet::IpNet>,
+    /// Keep only the /24 (IPv4) or /48 (IPv6) of visitors' addresses.
+    pub anonymize_ips: bool,
 }
 
 /// One event of the live feed.
@@ -178,14 +182,22 @@ impl Tracker {
         ))
     }
 
-    /// Whether a visit is tracked at all: not for a user agent matching a rule, nor for a path
-    /// under a no-tracking prefix.
+    /// Whether a visit is tracked at all: not for a user agent matching a rule, a path under a
+    /// no-tracking prefix, or an address in an excluded network.
     pub fn wants(&self, visit: &Visit) -> bool {
         if self
             .config
             .no_track_prefixes
             .iter()
             .any(|p| visit.url.starts_with(p.as_str()))
+        {
+            return false;
+        }
+        if self
+            .config
+            .no_track_networks
+            .iter()
+            .any(|n| n.contains(&visit.ip))
         {
             return false;
         }
@@ -198,10 +210,13 @@ impl Tracker {
     }
 
     /// Tracks a visit if it is wanted; returns whether it was.
-    pub async fn track(&self, visit: Visit) -> bool {
+    pub async fn track(&self, mut visit: Visit) -> bool {
         if !self.wants(&visit) {
             self.stats.untracked.fetch_add(1, Ordering::Relaxed);
             return false;
+        }
+        if self.config.anonymize_ips {
+            visit.ip = anonymize(visit.ip);
         }
         let now = Timestamp::now();
         let (visitor, active, counts) = {
@@ -339,6 +354,15 @@ impl Tracker {
     }
 }
 
+/// The address with its host part dropped: the /24 of an IPv4 address, the /48 of an IPv6 one
+/// (enough for a city on the map, not enough to single out a subscriber).
+pub fn anonymize(ip: IpAddr) -> IpAddr {
+    let len = if ip.is_ipv4() { 24 } else { 48 };
+    ipnet::IpNet::new(ip, len)
+        .expect("a valid length")
+        .network()
+}
+
 /// Drains the queue into the store, a batch per transaction. When told to stop it closes the
 /// queue and stores what is left in it before returning.
 async fn write_visits(
@@ -422,5 +446,22 @@ async fn cleanup(tracker: std::sync::Weak<Tracker>) {
             Ok(n) => tracing::info!("clean-up removed {n} old visitor records"),
             Err(e) => tracing::error!("clean-up failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymized_addresses_keep_their_slash_24_or_slash_48() {
+        assert_eq!(
+            anonymize("203.0.113.77".parse().unwrap()).to_string(),
+            "203.0.113.0"
+        );
+        assert_eq!(
+            anonymize("2001:db8:1:2:3::4".parse().unwrap()).to_string(),
+            "2001:db8:1::"
+        );
     }
 }
