@@ -559,13 +559,23 @@ fn removing_bans_leaves_the_filters_exactly_as_a_full_rebuild_would() {
         let incremental: Vec<bool> = probes.iter().map(|ip| tables.candidate(*ip)).collect();
         f.program().maps.rebuild_derived();
         let rebuilt: Vec<bool> = probes.iter().map(|ip| tables.candidate(*ip)).collect();
-        assert_eq!(incremental, rebuilt, "round {round}: filter bits differ from a rebuild");
+        assert_eq!(
+            incremental, rebuilt,
+            "round {round}: filter bits differ from a rebuild"
+        );
         for ip in &probes[..200] {
             let dst: IpAddr = "198.51.100.1".parse().unwrap();
             let kernel_drops = f.run(&frames::udp(*ip, dst, &[])) == XDP_DROP;
-            assert_eq!(tables.banned(*ip).is_some(), kernel_drops, "round {round}: {ip}");
+            assert_eq!(
+                tables.banned(*ip).is_some(),
+                kernel_drops,
+                "round {round}: {ip}"
+            );
             let expected = held.iter().any(|n| n.contains(ip));
-            assert_eq!(kernel_drops, expected, "round {round}: {ip} dropped={kernel_drops}");
+            assert_eq!(
+                kernel_drops, expected,
+                "round {round}: {ip} dropped={kernel_drops}"
+            );
         }
     }
 }
