@@ -30,6 +30,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the PostgreSQL store's tests start a throwaway server",
     ),
     ("chromium", "the admin and map pages' browser tests"),
+    (
+        "nftables",
+        "the flood and load benchmarks compare with an nftables set",
+    ),
+    (
+        "ipset",
+        "the flood and load benchmarks compare with an ipset",
+    ),
+    (
+        "iptables",
+        "the flood benchmark's raw-table rule matching an ipset",
+    ),
 ];
 
 /// Where Debian's LLVM 22 lives; bpf-linker's build finds it only when told.

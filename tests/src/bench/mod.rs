@@ -3,8 +3,19 @@
 //! with their spread. Shared machines are noisy, so ratios taken in the same run are what count.
 //!
 //! - [`packet`]: cost per packet through `BPF_PROG_TEST_RUN`, against a program that only passes.
+//! - [`flood`]: a UDP flood from a banned source over a veth, dropped by XDP, nftables or
+//!   iptables with an ipset, or received by a socket.
+//! - [`load`]: a million-line list loaded with `tracking ban sync`, `nft -f` and `ipset restore`,
+//!   and a 1% re-sync.
+//! - [`lists`], [`firewall`] and [`release`]: the lists in each tool's format, the peers' tables
+//!   and sets as guards, and the release agent.
 
+pub mod firewall;
+pub mod flood;
+pub mod lists;
+pub mod load;
 pub mod packet;
+pub mod release;
 pub mod report;
 
 pub use report::{Report, Row, machine};

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use tests::bench::{self, Report, Scale};
 
-const ALL: [&str; 1] = ["packet"];
+const ALL: [&str; 3] = ["packet", "flood", "load"];
 
 fn main() -> ExitCode {
     let mut names = Vec::new();
@@ -56,6 +56,8 @@ fn main() -> ExitCode {
     for name in &names {
         let result = match name.as_str() {
             "packet" => bench::packet::run(scale),
+            "flood" => bench::flood::run(scale),
+            "load" => bench::load::run(scale),
             _ => unreachable!("checked above"),
         };
         match result {
