@@ -36,6 +36,17 @@ impl Ban {
     }
 }
 
+/// One network of a synced list (`tracking ban sync`), as the store is given it: the source is
+/// the list's, and a synced record is created by the sync and never expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    /// The listed network; a store clears host bits the caller left.
+    pub network: IpNet,
+    /// The line's comment, often empty: a `Box<str>` holds an empty one without allocating,
+    /// which matters for a million of them.
+    pub reason: Box<str>,
+}
+
 /// An allowlisted network: never dropped, whatever bans say (lockout protection).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Allow {

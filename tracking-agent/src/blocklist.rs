@@ -11,8 +11,17 @@
 //! Anything else is an error, and one bad line rejects the file: a sync makes a source hold
 //! exactly the list, so applying what parsed of a half-broken file would lift the bans of the
 //! lines that did not. Every bad line is reported at once, so one round of fixes is enough.
+//!
+//! A million lines take a few tens of milliseconds: lines that are a plain IPv4 address or
+//! network (nearly all of a big list) are read by a hand-written parser in one pass over their
+//! bytes, every other line by the general one, which the quick one only ever agrees with (a
+//! line it is unsure of, a leading zero or a stray character, it leaves to the general one);
+//! a list over a megabyte is parsed in two halves on two threads; and a line without a
+//! comment allocates nothing.
 
-use ipnet::IpNet;
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::ban::parse_network;
 
@@ -22,13 +31,17 @@ const MAX_ERRORS: usize = 100;
 /// How many characters of a bad line an error quotes.
 const MAX_QUOTED: usize = 80;
 
+/// From this many bytes, a list is parsed in two halves on two threads. Below it a second
+/// thread costs more than it saves.
+const PARALLEL_FROM: usize = 1 << 20;
+
 /// One listed network.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Host bits cleared.
     pub network: IpNet,
-    /// The trailing comment, trimmed; empty if none.
-    pub reason: String,
+    /// The trailing comment, trimmed; empty if none (which takes no allocation).
+    pub reason: Box<str>,
     /// Where it is in the file, from 1.
     pub line: usize,
     /// Whether the line had host bits set, which the caller may want to warn about.
@@ -59,40 +72,47 @@ pub struct Parsed {
 /// Parses a whole list: every entry, or every bad line.
 pub fn parse(input: &str) -> Result<Parsed, Vec<LineError>> {
     let input = input.strip_prefix('\u{feff}').unwrap_or(input);
-    // One pass to size the vectors saves the copies of growing them over a million entries.
-    let lines = input.bytes().filter(|&b| b == b'\n').count() + 1;
-    let mut parsed = Parsed {
-        entries: Vec::with_capacity(lines),
-        duplicates: 0,
-    };
-    let mut errors: Vec<LineError> = Vec::new();
-    let mut unreported = 0;
-
-    for (i, raw) in input.lines().enumerate() {
-        let line = i + 1;
-        match parse_line(raw) {
-            Ok(None) => {}
-            // Past the first error the entries are thrown away; only errors are still looked for.
-            Ok(Some(_)) if !errors.is_empty() => {}
-            Ok(Some((network, reason, host_bits_cleared))) => parsed.entries.push(Entry {
-                network,
-                reason: plain(reason),
-                line,
-                host_bits_cleared,
-            }),
-            Err(message) if errors.len() < MAX_ERRORS => errors.push(LineError {
-                line,
-                text: quote(raw),
-                message,
-            }),
-            Err(_) => unreported += 1,
+    let piece = match halves(input) {
+        None => parse_piece(input, 1, newlines(input) + 1),
+        Some((first, second)) => {
+            let (first_lines, second_lines) = (newlines(first), newlines(second));
+            let second_from = first_lines + 1;
+            let rest = || parse_piece(second, second_from, second_lines + 1);
+            std::thread::scope(|scope| {
+                let helper = std::thread::Builder::new()
+                    .name("tracking-parse".into())
+                    .spawn_scoped(scope, rest);
+                // Room for both halves, so that the second is appended without moving the first.
+                let first = parse_piece(first, 1, first_lines + second_lines + 1);
+                let second = match helper {
+                    Ok(helper) => helper
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to be had: parse it here.
+                    Err(_) => rest(),
+                };
+                first.then(second)
+            })
         }
-    }
+    };
+    finish(piece)
+}
 
+/// The result of a list that parsed to `piece`.
+fn finish(piece: Piece) -> Result<Parsed, Vec<LineError>> {
+    let Piece {
+        mut entries,
+        hashes,
+        mut errors,
+        unreported,
+    } = piece;
     match errors.last_mut() {
         None => {
-            parsed.duplicates = remove_duplicates(&mut parsed.entries);
-            Ok(parsed)
+            let duplicates = remove_duplicates(&mut entries, &hashes);
+            Ok(Parsed {
+                entries,
+                duplicates,
+            })
         }
         Some(last) => {
             if unreported > 0 {
@@ -106,71 +126,286 @@ pub fn parse(input: &str) -> Result<Parsed, Vec<LineError>> {
     }
 }
 
-/// Drops every entry whose network an earlier entry has, returning how many there were.
-///
-/// Sorting compact keys finds them several times faster than a `HashSet` of a million
-/// networks, where every insert is a cache miss.
-fn remove_duplicates(entries: &mut Vec<Entry>) -> usize {
-    // An IPv4 network as one integer (address, then prefix length): cheap to sort.
-    let mut v4: Vec<(u64, usize)> = Vec::with_capacity(entries.len());
-    let mut v6: Vec<(IpNet, usize)> = Vec::new();
-    for (position, entry) in entries.iter().enumerate() {
-        match entry.network {
-            IpNet::V4(net) => {
-                let key = (u64::from(net.addr().to_bits()) << 8) | u64::from(net.prefix_len());
-                v4.push((key, position));
+/// `input` cut in two after the newline nearest its middle, if it is big enough to be worth
+/// two threads.
+fn halves(input: &str) -> Option<(&str, &str)> {
+    if input.len() < PARALLEL_FROM {
+        return None;
+    }
+    let middle = input.len() / 2;
+    // A newline byte is never part of a longer UTF-8 character, so this is a char boundary.
+    let newline = middle
+        + input.as_bytes()[middle..]
+            .iter()
+            .position(|&b| b == b'\n')?;
+    Some(input.split_at(newline + 1))
+}
+
+/// How many newlines `text` has: how many lines it has, or one fewer if the last one does not
+/// end with a newline.
+fn newlines(text: &str) -> usize {
+    text.bytes().filter(|&b| b == b'\n').count()
+}
+
+/// What one run of lines parsed to, in line order.
+struct Piece {
+    /// The entries, until the first bad line; none after it.
+    entries: Vec<Entry>,
+    /// The [`hash`] of each entry's network, for [`remove_duplicates`]: reading these is
+    /// cheaper than reading the entries again.
+    hashes: Vec<u32>,
+    /// The first [`MAX_ERRORS`] bad lines.
+    errors: Vec<LineError>,
+    /// How many bad lines there were past those.
+    unreported: usize,
+}
+
+impl Piece {
+    /// This piece followed by `next`, the lines after it.
+    fn then(mut self, next: Piece) -> Piece {
+        self.entries.extend(next.entries);
+        self.hashes.extend(next.hashes);
+        let room = MAX_ERRORS - self.errors.len();
+        self.unreported += next.errors.len().saturating_sub(room) + next.unreported;
+        self.errors.extend(next.errors.into_iter().take(room));
+        self
+    }
+}
+
+/// Parses the lines of `text`, the first of which is line `first_line` of the list. `lines` is
+/// how many entries to make room for.
+fn parse_piece(text: &str, first_line: usize, lines: usize) -> Piece {
+    let mut piece = Piece {
+        entries: Vec::with_capacity(lines),
+        hashes: Vec::with_capacity(lines),
+        errors: Vec::new(),
+        unreported: 0,
+    };
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut line = first_line;
+    while start < bytes.len() {
+        let (parsed, next) = match quick_ipv4(bytes, start) {
+            Some((network, host_bits_cleared, After::End { next })) => {
+                (Ok(Some((network, Box::default(), host_bits_cleared))), next)
             }
-            net @ IpNet::V6(_) => v6.push((net, position)),
+            Some((network, host_bits_cleared, After::Comment { at })) => {
+                let (end, next) = line_end(bytes, start, at);
+                let reason = reason_of(&text[at..end]);
+                (Ok(Some((network, reason, host_bits_cleared))), next)
+            }
+            None => {
+                let (end, next) = line_end(bytes, start, start);
+                let raw = &text[start..end];
+                (parse_line(raw).map_err(|message| (message, raw)), next)
+            }
+        };
+        match parsed {
+            Ok(None) => {}
+            // Past the first error the entries are thrown away; only errors are still looked for.
+            Ok(Some(_)) if !piece.errors.is_empty() => {}
+            Ok(Some((network, reason, host_bits_cleared))) => {
+                piece.hashes.push(hash(&network));
+                piece.entries.push(Entry {
+                    network,
+                    reason,
+                    line,
+                    host_bits_cleared,
+                });
+            }
+            Err((message, raw)) if piece.errors.len() < MAX_ERRORS => {
+                piece.errors.push(LineError {
+                    line,
+                    text: quote(raw),
+                    message,
+                })
+            }
+            Err(_) => piece.unreported += 1,
+        }
+        start = next;
+        line += 1;
+    }
+    piece
+}
+
+/// Where the line that starts at `start` ends, looking from `from` on: the end of its text and
+/// the start of the next line. Lines end as `str::lines` ends them: at a newline, less one
+/// carriage return before it.
+fn line_end(bytes: &[u8], start: usize, from: usize) -> (usize, usize) {
+    match bytes[from..].iter().position(|&b| b == b'\n') {
+        None => (bytes.len(), bytes.len()),
+        Some(offset) => {
+            let newline = from + offset;
+            let end = if newline > start && bytes[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
+            };
+            (end, newline + 1)
         }
     }
-    // Ties sort by position, so the first of a run of equal networks is the one kept.
-    v4.sort_unstable();
-    v6.sort_unstable();
-    let mut duplicate = vec![false; entries.len()];
-    mark_repeats(&v4, &mut duplicate);
-    mark_repeats(&v6, &mut duplicate);
+}
 
-    let count = duplicate.iter().filter(|&&d| d).count();
-    if count > 0 {
+/// What follows the network on a line that [`quick_ipv4`] read.
+#[derive(Debug, PartialEq, Eq)]
+enum After {
+    /// Nothing but blanks: the next line starts at `next`.
+    End { next: usize },
+    /// A comment, whose marker is at `at`.
+    Comment { at: usize },
+}
+
+/// The IPv4 address or network at `start`, if the line there is one written plainly:
+/// `a.b.c.d` or `a.b.c.d/len` in the digits `std` and `ipnet` write, then maybe spaces or tabs,
+/// then the end of the line or a comment. Returns the network with host bits cleared, whether
+/// there were any, and what follows. `None` leaves the line to the general parser, which
+/// decides whether it is good; so this may refuse a good line, but never accept a bad one.
+fn quick_ipv4(bytes: &[u8], start: usize) -> Option<(IpNet, bool, After)> {
+    let mut at = start;
+    let mut address = 0u32;
+    for octet in 0..4 {
+        if octet > 0 {
+            if bytes.get(at) != Some(&b'.') {
+                return None;
+            }
+            at += 1;
+        }
+        let (value, next) = decimal(bytes, at, 255)?;
+        address = address << 8 | value;
+        at = next;
+    }
+    let mut prefix = 32;
+    if bytes.get(at) == Some(&b'/') {
+        (prefix, at) = decimal(bytes, at + 1, 32)?;
+    }
+    let after = loop {
+        match bytes.get(at) {
+            None => break After::End { next: at },
+            Some(b'\n') => break After::End { next: at + 1 },
+            Some(b'\r') if bytes.get(at + 1) == Some(&b'\n') => break After::End { next: at + 2 },
+            Some(b'#' | b';') => break After::Comment { at },
+            Some(b' ' | b'\t') => at += 1,
+            Some(_) => return None,
+        }
+    };
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    let network = Ipv4Net::new(Ipv4Addr::from_bits(address & mask), prefix as u8).ok()?;
+    Some((IpNet::V4(network), address & mask != address, after))
+}
+
+/// The decimal number at `at` if it is at most `max` and written as `std` writes one: one to
+/// three digits, no leading zero (which `std` refuses in an address); and where it ends.
+fn decimal(bytes: &[u8], at: usize, max: u32) -> Option<(u32, usize)> {
+    let digit = |i: usize| match bytes.get(i) {
+        Some(&b @ b'0'..=b'9') => Some(u32::from(b - b'0')),
+        _ => None,
+    };
+    let mut value = digit(at)?;
+    let mut end = at + 1;
+    if value == 0 {
+        return digit(end).is_none().then_some((0, end));
+    }
+    while let Some(d) = digit(end) {
+        if end - at == 3 {
+            return None;
+        }
+        value = value * 10 + d;
+        end += 1;
+    }
+    (value <= max).then_some((value, end))
+}
+
+/// Drops every entry whose network an earlier entry has, returning how many there were.
+/// `hashes` are the [`hash`]es of their networks.
+///
+/// Sorting a million networks to find the few repeats would take longer than parsing them;
+/// instead, one pass over a bitmap of their hashes (a few bits per entry, small enough to stay
+/// in the processor's cache) finds the networks whose hash came up more than once, and only
+/// those are sorted. Any repeat is among them; most of them are not repeats but collisions.
+fn remove_duplicates(entries: &mut Vec<Entry>, hashes: &[u32]) -> usize {
+    // About 16 bits per entry: one in sixteen or so collides.
+    let bits = (entries.len() * 16)
+        .clamp(1 << 16, 1 << 32)
+        .next_power_of_two();
+    let slot = |hash: u32| {
+        let at = hash as usize >> (u32::BITS - bits.ilog2());
+        (at / 64, 1u64 << (at % 64))
+    };
+    let mut seen = vec![0u64; bits / 64];
+    let mut again = vec![0u64; bits / 64];
+    for &hash in hashes {
+        let (word, bit) = slot(hash);
+        again[word] |= seen[word] & bit;
+        seen[word] |= bit;
+    }
+    let mut maybe: Vec<(IpNet, usize)> = hashes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &hash)| {
+            let (word, bit) = slot(hash);
+            again[word] & bit != 0
+        })
+        .map(|(position, _)| (entries[position].network, position))
+        .collect();
+    // Ties sort by position, so the first of a run of equal networks is the one kept.
+    maybe.sort_unstable();
+    let mut repeats: Vec<usize> = maybe
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0)
+        .map(|pair| pair[1].1)
+        .collect();
+    if !repeats.is_empty() {
+        repeats.sort_unstable();
+        let mut repeats = repeats.iter().peekable();
         let mut position = 0;
         entries.retain(|_| {
             position += 1;
-            !duplicate[position - 1]
+            repeats.next_if_eq(&&(position - 1)).is_none()
         });
     }
-    count
+    repeats.len()
 }
 
-/// In `sorted` (key, position) pairs, marks the position of every pair whose key the previous
-/// pair has.
-fn mark_repeats<K: Eq>(sorted: &[(K, usize)], duplicate: &mut [bool]) {
-    for pair in sorted.windows(2) {
-        if pair[0].0 == pair[1].0 {
-            duplicate[pair[1].1] = true;
+/// A hash of `network` whose high bits are well mixed: distinct IPv4 networks are distinct
+/// 40-bit numbers, multiplied by an odd constant.
+fn hash(network: &IpNet) -> u32 {
+    let folded = match network {
+        IpNet::V4(net) => (u64::from(net.addr().to_bits()) << 8) | u64::from(net.prefix_len()),
+        IpNet::V6(net) => {
+            let bits = net.addr().to_bits();
+            (bits as u64) ^ ((bits >> 64) as u64).rotate_left(31) ^ u64::from(net.prefix_len())
         }
-    }
+    };
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
+}
+
+/// The reason a comment gives, from its first marker on: `##` or `;;` are still markers, not
+/// part of the reason.
+fn reason_of(comment: &str) -> Box<str> {
+    plain(comment.trim_start_matches(['#', ';']).trim())
 }
 
 /// A comment as a reason: control characters (a stray tab, a NUL some databases refuse) become
 /// spaces.
-fn plain(reason: &str) -> String {
-    if reason.chars().any(char::is_control) {
+fn plain(reason: &str) -> Box<str> {
+    if reason.is_empty() {
+        Box::default()
+    } else if reason.chars().any(char::is_control) {
         reason
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect()
     } else {
-        reason.to_owned()
+        reason.into()
     }
 }
 
 /// The network of one line, the reason and whether host bits were cleared; `None` for a line
 /// without one (blank or comment). An error says what is wrong, not which line: the caller
 /// shows the line beside it.
-fn parse_line(raw: &str) -> Result<Option<(IpNet, &str, bool)>, String> {
-    let (data, reason) = match raw.find(['#', ';']) {
-        // `##` or `;;` are still comment markers, not part of the reason.
-        Some(at) => (&raw[..at], raw[at..].trim_start_matches(['#', ';']).trim()),
+fn parse_line(raw: &str) -> Result<Option<(IpNet, Box<str>, bool)>, String> {
+    let (data, comment) = match raw.find(['#', ';']) {
+        Some(at) => raw.split_at(at),
         None => (raw, ""),
     };
     let data = data.trim();
@@ -184,7 +419,9 @@ fn parse_line(raw: &str) -> Result<Option<(IpNet, &str, bool)>, String> {
         );
     }
     match parse_network(data) {
-        Ok((network, host_bits_cleared)) => Ok(Some((network, reason, host_bits_cleared))),
+        Ok((network, host_bits_cleared)) => {
+            Ok(Some((network, reason_of(comment), host_bits_cleared)))
+        }
         Err(_) => Err(why_not_a_network(data)),
     }
 }
@@ -229,7 +466,7 @@ mod tests {
     #[test]
     fn control_characters_in_a_reason_become_spaces() {
         let parsed = parse("192.0.2.0/24 ; SBL\u{0}1\tx\n").unwrap();
-        assert_eq!(parsed.entries[0].reason, "SBL 1 x");
+        assert_eq!(&*parsed.entries[0].reason, "SBL 1 x");
     }
 
     fn net(s: &str) -> IpNet {
@@ -242,7 +479,7 @@ mod tests {
             .unwrap()
             .entries
             .into_iter()
-            .map(|e| (e.network, e.reason, e.line))
+            .map(|e| (e.network, e.reason.into(), e.line))
             .collect()
     }
 
@@ -345,7 +582,7 @@ mod tests {
         let kept: Vec<(IpNet, &str, usize)> = parsed
             .entries
             .iter()
-            .map(|e| (e.network, e.reason.as_str(), e.line))
+            .map(|e| (e.network, &*e.reason, e.line))
             .collect();
         assert_eq!(
             kept,
@@ -487,5 +724,227 @@ mod tests {
         assert_eq!(errors[0].text.chars().count(), MAX_QUOTED + 1);
         assert!(errors[0].text.starts_with("192.0.2.1 é"));
         assert!(errors[0].text.ends_with('…'));
+    }
+
+    /// What the general parser alone makes of `input`, line by line as `str::lines` cuts it:
+    /// the reference the quick parser and the two threads must agree with.
+    fn general_only(input: &str) -> Result<Parsed, Vec<LineError>> {
+        let input = input.strip_prefix('\u{feff}').unwrap_or(input);
+        let mut piece = Piece {
+            entries: Vec::new(),
+            hashes: Vec::new(),
+            errors: Vec::new(),
+            unreported: 0,
+        };
+        for (i, raw) in input.lines().enumerate() {
+            match parse_line(raw) {
+                Ok(None) => {}
+                Ok(Some(_)) if !piece.errors.is_empty() => {}
+                Ok(Some((network, reason, host_bits_cleared))) => {
+                    piece.hashes.push(hash(&network));
+                    piece.entries.push(Entry {
+                        network,
+                        reason,
+                        line: i + 1,
+                        host_bits_cleared,
+                    });
+                }
+                Err(message) if piece.errors.len() < MAX_ERRORS => piece.errors.push(LineError {
+                    line: i + 1,
+                    text: quote(raw),
+                    message,
+                }),
+                Err(_) => piece.unreported += 1,
+            }
+        }
+        if !piece.errors.is_empty() {
+            return finish(piece);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let listed = piece.entries.len();
+        let entries: Vec<Entry> = piece
+            .entries
+            .into_iter()
+            .filter(|entry| seen.insert(entry.network))
+            .collect();
+        Ok(Parsed {
+            duplicates: listed - entries.len(),
+            entries,
+        })
+    }
+
+    /// Lines near the edge of what the quick parser takes, with what each must give.
+    const TRICKY: &[(&str, &str)] = &[
+        ("1.2.3.4", "1.2.3.4/32"),
+        ("0.0.0.0", "0.0.0.0/32"),
+        ("255.255.255.255/32", "255.255.255.255/32"),
+        ("1.2.3.4/0", "0.0.0.0/0"),
+        ("1.2.3.77/24", "1.2.3.0/24"),
+        ("1.2.3.4   ", "1.2.3.4/32"),
+        ("1.2.3.4\t", "1.2.3.4/32"),
+        ("1.2.3.4#x", "1.2.3.4/32 x"),
+        ("1.2.3.4;x", "1.2.3.4/32 x"),
+        ("1.2.3.4 \t## x y  ", "1.2.3.4/32 x y"),
+        ("1.2.3.4 #", "1.2.3.4/32"),
+        ("1.2.3.4 # a\u{0}b", "1.2.3.4/32 a b"),
+        ("1.2.3.4 # é", "1.2.3.4/32 é"),
+        ("1.2.3.4\r", "1.2.3.4/32"),
+        ("1.2.3.4 \r", "1.2.3.4/32"),
+        ("1.2.3.4\u{b}", "1.2.3.4/32"),
+        ("1.2.3.4\u{a0}", "1.2.3.4/32"),
+        (" 1.2.3.4", "1.2.3.4/32"),
+        ("01.2.3.4", "error: not an IP address or network"),
+        ("1.2.3.04", "error: not an IP address or network"),
+        ("00.0.0.0", "error: not an IP address or network"),
+        ("256.1.1.1", "error: not an IP address or network"),
+        ("1234.1.1.1", "error: not an IP address or network"),
+        ("1.2.3", "error: not an IP address or network"),
+        ("1.2.3.4.5", "error: not an IP address or network"),
+        ("1.2.3.4x", "error: not an IP address or network"),
+        ("+1.2.3.4", "error: not an IP address or network"),
+        ("1.2.3.4/", "error: `/` is not a prefix length (0 to 32)"),
+        (
+            "1.2.3.4/33",
+            "error: the prefix length /33 is longer than the address (at most /32)",
+        ),
+        (
+            "1.2.3.4/100",
+            "error: the prefix length /100 is longer than the address (at most /32)",
+        ),
+        (
+            "1.2.3.4/+8",
+            "error: `/+8` is not a prefix length (0 to 32)",
+        ),
+        ("1.2.3.4/ 8", "error: more than one word"),
+        (
+            "1.2.3.4/24/8",
+            "error: `/24/8` is not a prefix length (0 to 32)",
+        ),
+        ("1.2.3.4 5", "error: more than one word"),
+        ("1.2.3.4-1.2.3.5", "error: an address range"),
+    ];
+
+    /// `line` parsed alone: its network and reason, or its error message.
+    fn outcome(parsed: Result<Parsed, Vec<LineError>>) -> String {
+        match parsed {
+            Ok(parsed) => parsed
+                .entries
+                .iter()
+                .map(|e| format!("{} {}", e.network, e.reason).trim_end().to_owned())
+                .collect(),
+            Err(errors) => format!("error: {}", errors[0].message),
+        }
+    }
+
+    #[test]
+    fn the_quick_parser_and_the_general_one_agree_on_tricky_lines() {
+        for (line, expected) in TRICKY {
+            for ending in ["", "\n", "\r\n"] {
+                let list = format!("{line}{ending}");
+                let got = outcome(parse(&list));
+                assert!(
+                    got.starts_with(expected),
+                    "{list:?}: got {got:?}, expected {expected:?}"
+                );
+                assert_eq!(parse(&list), general_only(&list), "{list:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_quick_parser_reads_plain_lines_and_leaves_the_rest() {
+        let quick = |line: &str| quick_ipv4(line.as_bytes(), 0).map(|(net, _, after)| (net, after));
+        assert_eq!(
+            quick("1.2.3.4"),
+            Some((net("1.2.3.4/32"), After::End { next: 7 }))
+        );
+        assert_eq!(
+            quick("1.2.3.4/24 \r\n9"),
+            Some((net("1.2.3.0/24"), After::End { next: 13 }))
+        );
+        assert_eq!(
+            quick("1.2.3.4 # x"),
+            Some((net("1.2.3.4/32"), After::Comment { at: 8 }))
+        );
+        for line in [
+            "01.2.3.4",
+            "1.2.3.4/",
+            "1.2.3.4/33",
+            "1.2.3.4/08",
+            "1.2.3.4\r",
+            " 1.2.3.4",
+            "1.2.3.4\u{a0}",
+        ] {
+            assert_eq!(quick(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_quick_parser_and_the_general_one_agree_on_random_lines() {
+        // Lines made of the characters that matter to either parser, mostly near-addresses.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let pieces = [
+            "1", "0", "9", "25", "255", "256", ".", "/", "3", "32", " ", "\t", "#", ";", "x", "\r",
+            ":", "\n",
+        ];
+        for _ in 0..20_000 {
+            let mut list = String::new();
+            for _ in 0..1 + next(12) {
+                list.push_str(pieces[next(pieces.len() as u64) as usize]);
+            }
+            assert_eq!(parse(&list), general_only(&list), "{list:?}");
+        }
+    }
+
+    /// A list of a little over [`PARALLEL_FROM`] bytes whose halves are parsed on two threads,
+    /// with `bad` bad lines spread over it, duplicates across the halves, comments, CRLF.
+    fn big_list(bad: usize) -> String {
+        let mut list = String::with_capacity(PARALLEL_FROM + 4096);
+        let mut n: u32 = 0;
+        while list.len() < PARALLEL_FROM + 1024 {
+            n += 1;
+            let address = Ipv4Addr::from_bits(n.wrapping_mul(0x9e37_79b9));
+            let line = match n % 100 {
+                0 => format!("{address} # SBL{n}\r\n"),
+                1 => "\n".to_owned(),
+                2 => format!("2001:db8::{:x}/128\n", n & 0xffff),
+                // The same network over and over, in both halves.
+                3 => "192.0.2.7/24\n".to_owned(),
+                _ => format!("{address}\n"),
+            };
+            list.push_str(&line);
+        }
+        let lines: Vec<&str> = list.lines().collect();
+        let step = lines.len() / (bad + 1);
+        (0..lines.len())
+            .map(|i| {
+                if bad > 0 && i > 0 && i % step == 0 && i / step <= bad {
+                    "not an address"
+                } else {
+                    lines[i]
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_list_parsed_on_two_threads_gives_what_one_would() {
+        for bad in [0, 1, 2, 150] {
+            let list = big_list(bad);
+            assert!(halves(&list).is_some());
+            let reference = general_only(&list);
+            assert_eq!(parse(&list), reference, "{bad} bad lines");
+            match reference {
+                Ok(parsed) => assert!(parsed.duplicates > 100 && parsed.entries.len() > 50_000),
+                Err(errors) => assert_eq!(errors.len(), bad.min(MAX_ERRORS)),
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::{
         RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView,
         SyncReply, TableView, TopBan,
     },
-    ban::{self, Allow, Ban, Effect, Effective, SOURCE_CLI},
+    ban::{self, Allow, Ban, Effect, Effective, ListEntry, SOURCE_CLI},
     blocklist,
     config::AgentConfig,
     kernel::{Applied, Attachment, KernelError, Program, maps::same_expiry},
@@ -282,13 +282,9 @@ impl Engine {
             )
         })?;
         let parse_ms = started.elapsed().as_millis() as u64;
-        let mut warnings: Vec<String> = parsed
-            .entries
-            .iter()
-            .filter(|e| e.host_bits_cleared)
-            .map(|e| format!("line {}: host bits cleared, using {}", e.line, e.network))
-            .collect();
-        cap(&mut warnings);
+        let warnings = capped(parsed.entries.iter().filter(|e| e.host_bits_cleared), |e| {
+            format!("line {}: host bits cleared, using {}", e.line, e.network)
+        });
         let now = Timestamp::now();
         let _w = self.writer.lock().await;
         let allows = self.store.list_allows().await?;
@@ -297,19 +293,18 @@ impl Engine {
             &allows,
             force,
         )?;
-        let bans = parsed
+        // In place: the entries become what the store takes without a second million-long
+        // vector.
+        let entries: Vec<ListEntry> = parsed
             .entries
             .into_iter()
-            .map(|e| Ban {
+            .map(|e| ListEntry {
                 network: e.network,
-                source: source.clone(),
                 reason: e.reason,
-                created: now,
-                expires: None,
             })
             .collect();
         let stored = Instant::now();
-        let report = self.store.sync_source(source.clone(), bans, now).await?;
+        let report = self.store.sync_source(source.clone(), entries, now).await?;
         let store_ms = stored.elapsed().as_millis() as u64;
         let applied = Instant::now();
         self.apply(&report.effects)?;
@@ -561,6 +556,9 @@ fn parse_networks(items: &[String]) -> Result<(Vec<IpNet>, Vec<String>)> {
 }
 
 /// Refuses, unless forced, to ban everything or anything the allowlist overlaps.
+///
+/// A synced list may have a million networks: each is checked in a few steps whatever the size
+/// of the allowlist, and a message is only written for a network that has a problem.
 fn check_force<'a>(
     nets: impl Iterator<Item = (&'a IpNet, Option<usize>)>,
     allows: &[Allow],
@@ -569,39 +567,97 @@ fn check_force<'a>(
     if force {
         return Ok(());
     }
-    let mut problems = Vec::new();
-    for (net, line) in nets {
+    let allowed = Allowed::new(allows);
+    let mut problems = nets.filter(|(net, _)| ban::is_everything(net) || allowed.overlaps(net));
+    let describe = |(net, line): (&IpNet, Option<usize>)| {
         let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
         if ban::is_everything(net) {
             let family = if net.addr().is_ipv4() { "IPv4" } else { "IPv6" };
-            problems.push(format!("{at}{net} would drop all {family} traffic"));
-        } else if let Some(a) = allows.iter().find(|a| ban::overlaps(&a.network, net)) {
-            problems.push(format!("{at}{net} overlaps the allowlisted {}", a.network));
+            format!("{at}{net} would drop all {family} traffic")
+        } else {
+            let allow = allows
+                .iter()
+                .find(|a| ban::overlaps(&a.network, net))
+                .expect("an overlapping allowlist entry");
+            format!("{at}{net} overlaps the allowlisted {}", allow.network)
+        }
+    };
+    let shown: Vec<(&IpNet, Option<usize>)> = problems.by_ref().take(MAX_WARNINGS).collect();
+    let count = shown.len() + problems.count();
+    let (message, details) = match count {
+        0 => return Ok(()),
+        1 => (
+            format!(
+                "{}; pass --force to ban it anyway (the allowlist still wins)",
+                describe(shown[0])
+            ),
+            vec![],
+        ),
+        _ => {
+            let mut details: Vec<String> = shown.into_iter().map(describe).collect();
+            if count > MAX_WARNINGS {
+                details.push(format!("... and {} more", count - MAX_WARNINGS));
+            }
+            (
+                format!("{count} networks need --force; nothing was changed"),
+                details,
+            )
+        }
+    };
+    Err(EngineError::NeedsForce { message, details })
+}
+
+/// The allowlist as sorted, disjoint address ranges (the union of its networks), so that a
+/// network is checked against it with one binary search rather than a pass over it.
+struct Allowed {
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl Allowed {
+    fn new(allows: &[Allow]) -> Self {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for allow in allows {
+            match allow.network {
+                IpNet::V4(n) => v4.push((n.network().to_bits(), n.broadcast().to_bits())),
+                IpNet::V6(n) => v6.push((n.network().to_bits(), n.broadcast().to_bits())),
+            }
+        }
+        Allowed {
+            v4: union(v4),
+            v6: union(v6),
         }
     }
-    if problems.is_empty() {
-        return Ok(());
+
+    /// Whether `net` shares an address with an allowlisted network. Two networks that share
+    /// one are nested, so this is what `ban::overlaps` says of some allowlist entry.
+    fn overlaps(&self, net: &IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => meets(&self.v4, n.network().to_bits(), n.broadcast().to_bits()),
+            IpNet::V6(n) => meets(&self.v6, n.network().to_bits(), n.broadcast().to_bits()),
+        }
     }
-    let message = if problems.len() == 1 {
-        format!(
-            "{}; pass --force to ban it anyway (the allowlist still wins)",
-            problems[0]
-        )
-    } else {
-        format!(
-            "{} networks need --force; nothing was changed",
-            problems.len()
-        )
-    };
-    cap(&mut problems);
-    Err(EngineError::NeedsForce {
-        message,
-        details: if problems.len() == 1 {
-            vec![]
-        } else {
-            problems
-        },
-    })
+}
+
+/// `ranges` (first and last address) sorted, with those that overlap made one.
+fn union<T: Ord + Copy>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut union: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match union.last_mut() {
+            Some(previous) if first <= previous.1 => previous.1 = previous.1.max(last),
+            _ => union.push((first, last)),
+        }
+    }
+    union
+}
+
+/// Whether the range `first..=last` meets one of the sorted, disjoint `ranges`.
+fn meets<T: Ord + Copy>(ranges: &[(T, T)], first: T, last: T) -> bool {
+    // The last range that starts at or before `last` is the only one that can reach `first`.
+    let after = ranges.partition_point(|range| range.0 <= last);
+    after > 0 && ranges[after - 1].1 >= first
 }
 
 /// Free text kept with a record: bounded, and without control characters.
@@ -643,6 +699,17 @@ fn cap(lines: &mut Vec<String>) {
         lines.truncate(MAX_WARNINGS);
         lines.push(format!("... and {more} more"));
     }
+}
+
+/// What [`cap`] makes of `items` shown with `show`, showing only the ones kept: a list may
+/// have a million.
+fn capped<T>(mut items: impl Iterator<Item = T>, show: impl Fn(T) -> String) -> Vec<String> {
+    let mut lines: Vec<String> = items.by_ref().take(MAX_WARNINGS).map(show).collect();
+    let more = items.count();
+    if more > 0 {
+        lines.push(format!("... and {more} more"));
+    }
+    lines
 }
 
 fn plural(n: usize) -> &'static str {

@@ -7,7 +7,8 @@
 //! - [`store`]: the [`store::Store`] trait and its backends, the source of truth.
 //! - [`control`]: the HTTP+JSON control API on a Unix socket; [`api`] its bodies.
 //! - [`cli`]: the `tracking` command line and its client of the control API.
-//! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps.
+//! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps; `radix`: the sort
+//!   that orders a million listed networks.
 //! - [`visit`]: visits, visitors and the session rule both stores apply.
 //! - [`geoip`]: where a visitor is, from a MaxMind City database, for the map.
 //! - [`web`]: the pages; [`web::assets`] embeds their files.
@@ -23,6 +24,7 @@ pub mod daemon;
 pub mod engine;
 pub mod geoip;
 pub mod kernel;
+mod radix;
 pub mod store;
 pub mod time;
 pub mod tokens;

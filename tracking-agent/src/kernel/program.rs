@@ -514,6 +514,67 @@ impl Floor {
     }
 }
 
+/// Benchmark support, the flood benchmark's NIC-like sender: an XDP program that redirects
+/// every frame to one interface, built from `tracking-ebpf/src/redirect.rs`.
+static REDIRECT_PROGRAM: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracking-redirect"));
+
+/// Benchmark support: sends raw frames out of an interface the way a traffic generator does
+/// (xdp-trafficgen), with `BPF_PROG_TEST_RUN` in live-frames mode running the redirect program.
+/// Aimed at one end of a veth pair, the frames reach the other end as XDP frames, as from a
+/// NIC's driver: no socket and no socket buffer on the way.
+pub struct Redirect {
+    ebpf: Ebpf,
+}
+
+impl Redirect {
+    /// Frames the kernel runs through the program between two flushes of the redirect queue.
+    const BATCH: u32 = 64;
+
+    /// Loads the program with every frame going to `ifindex`, an interface index in the network
+    /// namespace [`Redirect::send`] will be called from.
+    pub fn load(ifindex: u32) -> Result<Redirect, KernelError> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TARGET_IFINDEX", &ifindex, true)
+            .load(REDIRECT_PROGRAM)
+            .map_err(|e| KernelError::Load(Box::new(e)))?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut("redirect")
+            .ok_or(KernelError::Layout(
+                "the redirect object has no `redirect` program".into(),
+            ))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
+        xdp.load().map_err(|e| KernelError::Verify(Box::new(e)))?;
+        Ok(Redirect { ebpf })
+    }
+
+    /// Sends `frame` `count` times (at most 4096 bytes less the headroom) and returns the
+    /// kernel's mean time a frame. Runs on the calling CPU, in the calling thread's network
+    /// namespace (where the target interface index is looked up); a frame the interface
+    /// cannot take is dropped and not reported. `BPF_F_TEST_XDP_LIVE_FRAMES` needs Linux 5.18.
+    pub fn send(&self, frame: &[u8], count: u32) -> Result<std::time::Duration, KernelError> {
+        use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
+        let xdp: &Xdp = self
+            .ebpf
+            .program("redirect")
+            .ok_or(KernelError::Layout(
+                "the redirect object has no `redirect` program".into(),
+            ))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
+        let r = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: count,
+                attrs: TestRunAttrs::new().xdp_live_frames(Self::BATCH),
+                ..Default::default()
+            })
+            .map_err(|e| KernelError::Verify(Box::new(e)))?;
+        Ok(r.duration)
+    }
+}
+
 /// Ids of the maps the loaded program uses, for reading their memory use (`bpftool map show`).
 impl Program {
     pub fn map_ids(&self) -> Vec<u32> {

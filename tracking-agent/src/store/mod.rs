@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 
 use crate::{
-    ban::{Allow, Ban, Effect},
+    ban::{Allow, Ban, Effect, ListEntry},
     time::Timestamp,
     visit::{UaRule, Visitor, VisitorDelta},
 };
@@ -59,6 +59,8 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
     #[error("the store's worker failed on this request (a bug, see the log)")]
     Aborted,
+    #[error("a list of {count} networks is more than a sync takes (at most {max})")]
+    ListTooLong { count: usize, max: usize },
     #[error("{url} is not a PostgreSQL URL: {source}")]
     PostgresUrl {
         url: String,
@@ -126,13 +128,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<(Vec<Ban>, Vec<Effect>)>;
 
-    /// Makes the records of `source` exactly `bans` (which all carry that source and distinct
-    /// networks): adds what is missing, updates what changed, removes what is gone, in one
-    /// transaction. Records of other sources are untouched.
+    /// Makes the records of `source` exactly `entries`, in one transaction: adds what is
+    /// missing (created at `now`), updates what changed (a reason, or an expiry: a synced record
+    /// has none, so one that was given an expiry by hand loses it), removes what is gone.
+    /// Records of other sources are untouched. Entries may come in any order; host bits are
+    /// cleared, and of two entries of one network the first counts.
     async fn sync_source(
         &self,
         source: String,
-        bans: Vec<Ban>,
+        entries: Vec<ListEntry>,
         now: Timestamp,
     ) -> Result<SyncReport>;
 

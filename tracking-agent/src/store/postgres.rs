@@ -51,7 +51,7 @@ use tokio_postgres::NoTls;
 pub use self::{error::PgError, url::redacted};
 use super::{Result, Store, StoreError, SyncReport};
 use crate::{
-    ban::{Allow, Ban, Effect},
+    ban::{Allow, Ban, Effect, ListEntry},
     time::Timestamp,
     visit::{UaRule, Visitor, VisitorDelta},
 };
@@ -202,18 +202,17 @@ impl Store for PgStore {
         .await
     }
 
-    /// The `source` of each ban is ignored: every record is stored under `source`.
     async fn sync_source(
         &self,
         source: String,
-        bans: Vec<Ban>,
+        entries: Vec<ListEntry>,
         now: Timestamp,
     ) -> Result<SyncReport> {
         sync::sync_source(
             &mut self.client().await?,
             &self.instance,
             &source,
-            bans,
+            entries,
             now,
         )
         .await

@@ -7,17 +7,24 @@
 //!
 //! - `key`: how a network is written (18 bytes that sort like networks).
 //! - `migrations`: the schema and how a file is brought up to date.
-//! - `index`: the bans table in memory, which makes syncing large lists cheap.
+//! - `index`: the bans table in memory, which makes syncing large lists cheap; `records`, the
+//!   sorted vectors it keeps each source's records in.
+//! - `sync`: writing the delta of a sync, many rows per statement.
 //! - `worker`: the thread, and the requests about bans and the allowlist.
+//! - `checkpoint`: a thread that copies what was committed into the database file, so that no
+//!   request waits for it.
 //! - `visitors`: visitor records, with the session rule as one SQL upsert.
 //! - `ua_rules`: user-agent rules, keyed case-insensitively.
 //!
 //! Other processes may read the file while the agent writes (WAL), and even write to it (an
 //! operator in the `sqlite3` shell): the worker notices and reads its index of bans again.
 
+mod checkpoint;
 mod index;
 mod key;
 mod migrations;
+mod records;
+mod sync;
 mod ua_rules;
 mod visitors;
 mod worker;
@@ -35,10 +42,13 @@ use ipnet::IpNet;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use self::worker::{Job, Worker};
+use self::{
+    checkpoint::Checkpoints,
+    worker::{Job, Worker},
+};
 use super::{Result, Store, StoreError, SyncReport};
 use crate::{
-    ban::{Allow, Ban, Effect},
+    ban::{Allow, Ban, Effect, ListEntry},
     time::Timestamp,
     visit::{UaRule, Visitor, VisitorDelta},
 };
@@ -55,6 +65,8 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     /// The worker, joined on drop so that the file is closed when the store is gone.
     thread: Option<JoinHandle<()>>,
+    /// The checkpoint thread, which stops once the worker has; joined after it.
+    checkpoint_thread: Option<JoinHandle<()>>,
 }
 
 impl SqliteStore {
@@ -79,16 +91,20 @@ impl SqliteStore {
         let mut conn = Connection::open(path).map_err(opening)?;
         configure(&conn).map_err(opening)?;
         migrations::apply(&mut conn)?;
+        let checkpointing = Connection::open(path).map_err(opening)?;
+        configure(&checkpointing).map_err(opening)?;
 
+        let (checkpoints, checkpoint_thread) = Checkpoints::start(checkpointing)?;
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tracking-sqlite".into())
-            .spawn(move || Worker::new(conn).run(queue))
+            .spawn(move || Worker::new(conn, checkpoints).run(queue))
             .map_err(StoreError::Thread)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             jobs,
             thread: Some(thread),
+            checkpoint_thread: Some(checkpoint_thread),
         })
     }
 
@@ -122,8 +138,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    // The worker checkpoints whenever it is idle (see `Worker::checkpoint`); this is only the
-    // backstop for a worker that never is, in pages (4 KiB): 256 MiB.
+    // The checkpoint thread copies the WAL into the file after every write (see
+    // `checkpoint.rs`); this is only the backstop for a thread that never gets to, in pages
+    // (4 KiB): 256 MiB.
     conn.pragma_update(None, "wal_autocheckpoint", 65_536)?;
     Ok(())
 }
@@ -137,6 +154,12 @@ impl Drop for SqliteStore {
             && thread.join().is_err()
         {
             tracing::error!("the SQLite worker thread panicked");
+        }
+        // The worker's end hung up on the checkpoint thread, which closes the file last.
+        if let Some(thread) = self.checkpoint_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the SQLite checkpoint thread panicked");
         }
     }
 }
@@ -169,14 +192,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    /// The `source` of each ban is ignored: every record is stored under `source`.
     async fn sync_source(
         &self,
         source: String,
-        bans: Vec<Ban>,
+        entries: Vec<ListEntry>,
         now: Timestamp,
     ) -> Result<SyncReport> {
-        self.call(move |w| w.sync_source(source, bans, now)).await
+        self.call(move |w| w.sync_source(source, entries, now))
+            .await
     }
 
     async fn remove_expired(&self, now: Timestamp) -> Result<Vec<Effect>> {
@@ -246,7 +269,7 @@ mod tests {
     use rusqlite::params;
 
     use crate::store::suite::{
-        Fixture, NOW, allow, at, ban, by, net, record, rule, until, visit, visitor,
+        Fixture, NOW, allow, at, ban, by, listed, net, record, rule, visit, visitor,
     };
 
     /// A store in a directory of its own that does not exist yet, reopened at will.
@@ -308,10 +331,7 @@ mod tests {
     #[tokio::test]
     async fn reopening_the_file_keeps_everything() {
         let h = Harness::new();
-        let list = vec![
-            ban("10.0.0.1/32", "drop", "SBL1"),
-            until(NOW + 500, ban("10.0.0.2/32", "drop", "")),
-        ];
+        let list = vec![listed("10.0.0.1/32", "SBL1"), listed("10.0.0.2/32", "")];
         h.store
             .sync_source("drop".into(), list.clone(), at(NOW))
             .await
@@ -364,10 +384,7 @@ mod tests {
     #[tokio::test]
     async fn a_change_made_by_another_process_is_seen() {
         let h = Harness::new();
-        let list = vec![
-            ban("10.0.0.1/32", "drop", ""),
-            ban("10.0.0.2/32", "drop", ""),
-        ];
+        let list = vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")];
         h.store
             .sync_source("drop".into(), list.clone(), at(NOW))
             .await
@@ -455,10 +472,7 @@ mod tests {
         h.store
             .sync_source(
                 "drop".into(),
-                vec![
-                    ban("10.0.0.1/32", "drop", ""),
-                    ban("10.0.0.2/32", "drop", ""),
-                ],
+                vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")],
                 at(NOW),
             )
             .await
@@ -487,12 +501,12 @@ mod tests {
         assert_eq!(h.store.list_bans().await.unwrap(), before);
         h.assert_index_matches_table().await;
 
-        // In key order, the sync deletes 10.0.0.2 and inserts 10.0.0.3 before the poison.
+        // The sync deletes 10.0.0.2 and inserts 10.0.0.3 before the poison.
         let poisoned = vec![
-            ban("10.0.0.1/32", "drop", ""),
-            ban("10.0.0.3/32", "drop", ""),
-            ban("10.0.0.4/32", "drop", "poison"),
-            ban("10.0.0.5/32", "drop", ""),
+            listed("10.0.0.1/32", ""),
+            listed("10.0.0.3/32", ""),
+            listed("10.0.0.4/32", "poison"),
+            listed("10.0.0.5/32", ""),
         ];
         assert!(
             h.store
@@ -509,10 +523,7 @@ mod tests {
             .store
             .sync_source(
                 "drop".into(),
-                vec![
-                    ban("10.0.0.1/32", "drop", ""),
-                    ban("10.0.0.3/32", "drop", ""),
-                ],
+                vec![listed("10.0.0.1/32", ""), listed("10.0.0.3/32", "")],
                 at(NOW),
             )
             .await
@@ -538,135 +549,6 @@ mod tests {
             [(net("10.0.0.1/32"), None)]
         );
         h.assert_index_matches_table().await;
-    }
-
-    /// Wall-clock and CPU time of one request, for [`visitor_store_speed`].
-    struct Clock {
-        wall: std::time::Instant,
-        cpu: Duration,
-    }
-
-    impl Clock {
-        /// Starts once the worker is idle: after a write it checkpoints, and the request timed
-        /// would wait for that.
-        async fn start(store: &SqliteStore) -> Self {
-            store.visitor("s:settle".into()).await.unwrap();
-            Clock {
-                wall: std::time::Instant::now(),
-                cpu: process_cpu_time(),
-            }
-        }
-
-        fn stop(self) -> String {
-            format!(
-                "{:.1?} (CPU {:.1?})",
-                self.wall.elapsed(),
-                process_cpu_time() - self.cpu
-            )
-        }
-    }
-
-    /// CPU time of the whole process: the worker's, as the test waits meanwhile. On a busy
-    /// machine it says what a request costs better than the wall clock does.
-    fn process_cpu_time() -> Duration {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `t` is a valid timespec to write to, and the clock exists on Linux.
-        let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-        assert_eq!(ok, 0);
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    }
-
-    /// The figures quoted for the visitor store: `cargo test -p tracking-agent --release --lib
-    /// visitor_store_speed -- --ignored --nocapture`.
-    #[tokio::test]
-    #[ignore = "a measurement, not a check"]
-    async fn visitor_store_speed() {
-        use crate::visit::VisitorDelta;
-
-        let h = Harness::new();
-        // Visitor `n` (keys scattered) is first seen at `n` times 60 ms (17 new visitors a
-        // second, 105 minutes for all), and comes back in round 1 a day later: a 32-character
-        // session, a browser's user agent, one of 200 pages, one in five logged in.
-        let delta = |n: u64, round: i64| {
-            let id = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let seen = at(NOW + n as i64 * 60 + round * 86_400_000);
-            VisitorDelta {
-                key: format!("s:{id:032x}"),
-                session_key: Some(format!("{id:032x}")),
-                ip: std::net::IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n as u32)),
-                user_agent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like \
-                             Gecko) Chrome/126.0.0.0 Safari/537.36"
-                    .into(),
-                user: n.is_multiple_of(5).then(|| format!("user{n}")),
-                referrer: Some("https://www.example.org/some/article".into()),
-                last_page: format!("/section/{}/page", (n + round as u64) % 200),
-                page_views: 1,
-                first_at: seen,
-                last_at: seen,
-                restart: false,
-            }
-        };
-        let batch = |from: u64, round: i64| -> Vec<VisitorDelta> {
-            (from..from + 5_000).map(|n| delta(n, round)).collect()
-        };
-
-        let clock = Clock::start(&h.store).await;
-        h.store.record_visits(batch(0, 0)).await.unwrap();
-        println!("5000 new visitors, empty table: {}", clock.stop());
-        for b in 1..20 {
-            h.store.record_visits(batch(b * 5_000, 0)).await.unwrap();
-        }
-        let clock = Clock::start(&h.store).await;
-        h.store.record_visits(batch(100_000, 0)).await.unwrap();
-        println!("5000 new visitors, 100k in the table: {}", clock.stop());
-        let clock = Clock::start(&h.store).await;
-        h.store.record_visits(batch(50_000, 1)).await.unwrap();
-        println!(
-            "5000 returning visitors, 105k in the table: {}",
-            clock.stop()
-        );
-
-        // Minute 95 on: the last 10k first visits and the 5k returning ones.
-        for (what, since) in [("all", at(0)), ("last 10 min", at(NOW + 95 * 60_000))] {
-            let clock = Clock::start(&h.store).await;
-            let site = h.store.count_visitors(since, None).await.unwrap();
-            println!(
-                "count_visitors ({what}), site: {site:?} in {}",
-                clock.stop()
-            );
-            let clock = Clock::start(&h.store).await;
-            let page = h
-                .store
-                .count_visitors(since, Some("/section/7/page".into()))
-                .await
-                .unwrap();
-            println!(
-                "count_visitors ({what}), page: {page:?} in {}",
-                clock.stop()
-            );
-        }
-        let clock = Clock::start(&h.store).await;
-        let total = h.store.page_views_total().await.unwrap();
-        println!("page_views_total: {total} in {}", clock.stop());
-        let clock = Clock::start(&h.store).await;
-        let listed = h.store.visitors_since(at(0), 100).await.unwrap().len();
-        println!("visitors_since: {listed} in {}", clock.stop());
-
-        for limit in [1_000, 5_000] {
-            let clock = Clock::start(&h.store).await;
-            let removed = h
-                .store
-                .remove_visitors_before(at(NOW + 60 * 60_000), limit)
-                .await
-                .unwrap();
-            println!(
-                "remove_visitors_before, limit {limit}: {removed} in {}",
-                clock.stop()
-            );
-        }
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 
 use super::{Store, SyncReport};
 use crate::{
-    ban::{Allow, Ban, Effect, Effective},
+    ban::{Allow, Ban, Effect, Effective, ListEntry},
     time::Timestamp,
     visit::{SESSION_IDLE, UaRule, Visit, Visitor, merge},
 };
@@ -46,7 +46,7 @@ macro_rules! store_suite {
             sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_alone,
             syncing_the_same_list_again_changes_nothing,
             syncing_an_empty_list_removes_every_record_of_the_source,
-            a_list_is_stored_under_the_name_it_is_synced_as,
+            a_synced_list_keeps_the_first_entry_of_each_network_with_host_bits_cleared,
             a_large_resync_touches_only_what_changed,
             expired_records_are_not_effective_and_are_reaped,
             the_allowlist_is_added_listed_and_removed,
@@ -106,6 +106,24 @@ pub fn ban(network: &str, source: &str, reason: &str) -> Ban {
         created: at(NOW),
         expires: None,
     }
+}
+
+/// An entry of a synced list.
+pub fn listed(network: &str, reason: &str) -> ListEntry {
+    ListEntry {
+        network: net(network),
+        reason: reason.into(),
+    }
+}
+
+/// What a synced list of `bans` has of them: networks and reasons.
+pub fn entries(bans: &[Ban]) -> Vec<ListEntry> {
+    bans.iter()
+        .map(|ban| ListEntry {
+            network: ban.network,
+            reason: ban.reason.as_str().into(),
+        })
+        .collect()
 }
 
 /// `ban` expiring at `ms`.
@@ -341,10 +359,10 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
         .sync_source(
             "drop".into(),
             vec![
-                ban("10.0.0.1/32", "drop", "SBL1"),
-                ban("10.0.0.2/32", "drop", "SBL2"),
-                until(NOW + 500, ban("10.0.0.3/32", "drop", "SBL3")),
-                ban("10.0.0.5/32", "drop", "SBL5"),
+                listed("10.0.0.1/32", "SBL1"),
+                listed("10.0.0.2/32", "SBL2"),
+                listed("10.0.0.3/32", "SBL3"),
+                listed("10.0.0.5/32", "SBL5"),
             ],
             at(NOW),
         )
@@ -360,22 +378,30 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
             effects: vec![
                 effect("10.0.0.1/32", banned(None)),
                 effect("10.0.0.2/32", banned(None)),
-                effect("10.0.0.3/32", banned(Some(NOW + 500))),
+                effect("10.0.0.3/32", banned(None)),
                 effect("10.0.0.5/32", banned(None)),
             ],
         }
     );
+    // Someone gives one record of the list an expiry by hand (`ban add --source drop`).
+    store
+        .add_bans(
+            vec![until(NOW + 500, ban("10.0.0.3/32", "drop", "SBL3"))],
+            at(NOW),
+        )
+        .await
+        .unwrap();
 
     let second = store
         .sync_source(
             "drop".into(),
             vec![
-                ban("10.0.0.4/32", "drop", "SBL4"),
-                ban("10.0.0.5/32", "drop", "SBL5"),
-                until(NOW + 900, ban("10.0.0.3/32", "drop", "SBL3")),
-                ban("10.0.0.1/32", "drop", "SBL1, renamed"),
+                listed("10.0.0.4/32", "SBL4"),
+                listed("10.0.0.5/32", "SBL5"),
+                listed("10.0.0.3/32", "SBL3"),
+                listed("10.0.0.1/32", "SBL1, renamed"),
             ],
-            at(NOW),
+            at(NOW + 1_000),
         )
         .await
         .unwrap();
@@ -387,10 +413,10 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
             removed: 1,
             unchanged: 1,
             // A new reason alone changes nothing in the kernel; the manual ban of 10.0.0.2
-            // keeps it banned although the list dropped it.
+            // keeps it banned although the list dropped it; a synced record never expires.
             effects: vec![
                 effect("10.0.0.2/32", banned(None)),
-                effect("10.0.0.3/32", banned(Some(NOW + 900))),
+                effect("10.0.0.3/32", banned(None)),
                 effect("10.0.0.4/32", banned(None)),
             ],
         }
@@ -400,18 +426,18 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
         [
             ban("10.0.0.1/32", "drop", "SBL1, renamed"),
             ban("10.0.0.2/32", "cli", "by hand"),
-            until(NOW + 900, ban("10.0.0.3/32", "drop", "SBL3")),
-            ban("10.0.0.4/32", "drop", "SBL4"),
+            ban("10.0.0.3/32", "drop", "SBL3"),
+            Ban {
+                created: at(NOW + 1_000),
+                ..ban("10.0.0.4/32", "drop", "SBL4")
+            },
             ban("10.0.0.5/32", "drop", "SBL5"),
         ]
     );
 }
 
 pub async fn syncing_the_same_list_again_changes_nothing(store: &dyn Store) {
-    let list = vec![
-        ban("10.0.0.1/32", "drop", "SBL1"),
-        until(NOW + 500, ban("10.0.0.3/32", "drop", "")),
-    ];
+    let list = vec![listed("10.0.0.1/32", "SBL1"), listed("10.0.0.3/32", "")];
     store
         .sync_source("drop".into(), list.clone(), at(NOW))
         .await
@@ -437,10 +463,7 @@ pub async fn syncing_an_empty_list_removes_every_record_of_the_source(store: &dy
     store
         .sync_source(
             "drop".into(),
-            vec![
-                ban("10.0.0.1/32", "drop", ""),
-                ban("10.0.0.2/32", "drop", ""),
-            ],
+            vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")],
             at(NOW),
         )
         .await
@@ -466,18 +489,35 @@ pub async fn syncing_an_empty_list_removes_every_record_of_the_source(store: &dy
     );
 }
 
-pub async fn a_list_is_stored_under_the_name_it_is_synced_as(store: &dyn Store) {
-    store
+pub async fn a_synced_list_keeps_the_first_entry_of_each_network_with_host_bits_cleared(
+    store: &dyn Store,
+) {
+    let report = store
         .sync_source(
-            "drop".into(),
-            vec![ban("10.0.0.1/32", "other", "")],
+            "list".into(),
+            vec![
+                listed("10.0.0.7/24", "first"),
+                listed("2001:db8::1/32", ""),
+                listed("10.0.0.0/24", "second"),
+            ],
             at(NOW),
         )
         .await
         .unwrap();
+    assert_eq!(report.added, 2);
+    assert_eq!(
+        report.effects,
+        [
+            effect("10.0.0.0/24", banned(None)),
+            effect("2001:db8::/32", banned(None))
+        ]
+    );
     assert_eq!(
         store.list_bans().await.unwrap(),
-        [ban("10.0.0.1/32", "drop", "")]
+        [
+            ban("10.0.0.0/24", "list", "first"),
+            ban("2001:db8::/32", "list", "")
+        ]
     );
 }
 
@@ -492,7 +532,7 @@ pub async fn a_large_resync_touches_only_what_changed(store: &dyn Store) {
         })
         .collect();
     let first = store
-        .sync_source("big".into(), list.clone(), at(NOW))
+        .sync_source("big".into(), entries(&list), at(NOW))
         .await
         .unwrap();
     assert_eq!((first.added, first.effects.len()), (5_000, 5_000));
@@ -516,7 +556,7 @@ pub async fn a_large_resync_touches_only_what_changed(store: &dyn Store) {
     }));
     changed.reverse();
     let second = store
-        .sync_source("big".into(), changed, at(NOW))
+        .sync_source("big".into(), entries(&changed), at(NOW))
         .await
         .unwrap();
     assert_eq!(

@@ -35,7 +35,7 @@ use super::{
     net::{self, Cidr},
 };
 use crate::{
-    ban::{Ban, Effect, Effective},
+    ban::{Effect, Effective, ListEntry},
     store::{Result, SyncReport},
     time::Timestamp,
 };
@@ -54,11 +54,11 @@ pub(super) async fn sync_source(
     client: &mut Object,
     instance: &str,
     source: &str,
-    bans: Vec<Ban>,
+    entries: Vec<ListEntry>,
     now: Timestamp,
 ) -> Result<SyncReport> {
     let mut phases = Phases::start();
-    let listed = first_of_each_network(&bans);
+    let listed = first_of_each_network(&entries);
     phases.done("sort");
 
     let tx = begin(client).await?;
@@ -97,8 +97,7 @@ pub(super) async fn sync_source(
     let mut buf = BytesMut::with_capacity(CHUNK + 1024);
     buf.put_slice(COPY_HEADER);
     for &(network, position) in &listed {
-        let ban = &bans[position as usize];
-        write_row(&mut buf, &network, ban);
+        write_row(&mut buf, &network, &entries[position as usize].reason, now);
         if buf.len() >= CHUNK {
             sink.send(buf.split().freeze()).await?;
         }
@@ -286,14 +285,17 @@ impl Own {
     }
 }
 
-/// The networks of `bans` with host bits cleared, each with the position of its first ban, in
-/// network order (the order the primary key is written in fastest).
-fn first_of_each_network(bans: &[Ban]) -> Vec<(IpNet, u32)> {
-    assert!(u32::try_from(bans.len()).is_ok(), "too many bans to sync");
-    let mut listed: Vec<(IpNet, u32)> = bans
+/// The networks of `entries` with host bits cleared, each with the position of its first entry,
+/// in network order (the order the primary key is written in fastest).
+fn first_of_each_network(entries: &[ListEntry]) -> Vec<(IpNet, u32)> {
+    assert!(
+        u32::try_from(entries.len()).is_ok(),
+        "too many entries to sync"
+    );
+    let mut listed: Vec<(IpNet, u32)> = entries
         .iter()
         .enumerate()
-        .map(|(position, ban)| (ban.network.trunc(), position as u32))
+        .map(|(position, entry)| (entry.network.trunc(), position as u32))
         .collect();
     listed.sort_unstable();
     listed.dedup_by_key(|(network, _)| *network);
@@ -301,47 +303,39 @@ fn first_of_each_network(bans: &[Ban]) -> Vec<(IpNet, u32)> {
 }
 
 /// Appends one row of `sync_incoming` in binary `COPY` form: the field count, then each field
-/// as its length (-1 for NULL) and its bytes.
-fn write_row(buf: &mut BytesMut, network: &IpNet, ban: &Ban) {
+/// as its length (-1 for NULL) and its bytes. A synced record is created at `now` and never
+/// expires.
+fn write_row(buf: &mut BytesMut, network: &IpNet, reason: &str, now: Timestamp) {
     buf.put_i16(4);
     buf.put_i32(net::len(network) as i32);
     net::write(network, buf);
-    buf.put_i32(i32::try_from(ban.reason.len()).expect("a reason under 2 GiB"));
-    buf.put_slice(ban.reason.as_bytes());
+    buf.put_i32(i32::try_from(reason.len()).expect("a reason under 2 GiB"));
+    buf.put_slice(reason.as_bytes());
     buf.put_i32(8);
-    buf.put_i64(ban.created.as_millis());
-    match ban.expires {
-        Some(expires) => {
-            buf.put_i32(8);
-            buf.put_i64(expires.as_millis());
-        }
-        None => buf.put_i32(-1),
-    }
+    buf.put_i64(now.as_millis());
+    buf.put_i32(-1);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ban(network: &str, reason: &str) -> Ban {
-        Ban {
+    fn entry(network: &str, reason: &str) -> ListEntry {
+        ListEntry {
             network: network.parse().unwrap(),
-            source: "list".into(),
             reason: reason.into(),
-            created: Timestamp::from_millis(0),
-            expires: None,
         }
     }
 
     #[test]
-    fn the_first_ban_of_a_network_counts_and_host_bits_are_cleared() {
-        let bans = [
-            ban("10.0.0.9/24", "first"),
-            ban("2001:db8::/32", ""),
-            ban("10.0.0.0/24", "second"),
-            ban("9.0.0.0/8", ""),
+    fn the_first_entry_of_a_network_counts_and_host_bits_are_cleared() {
+        let entries = [
+            entry("10.0.0.9/24", "first"),
+            entry("2001:db8::/32", ""),
+            entry("10.0.0.0/24", "second"),
+            entry("9.0.0.0/8", ""),
         ];
-        let listed = first_of_each_network(&bans);
+        let listed = first_of_each_network(&entries);
         let expected: Vec<(IpNet, u32)> = vec![
             ("9.0.0.0/8".parse().unwrap(), 3),
             ("10.0.0.0/24".parse().unwrap(), 0),

@@ -3,7 +3,7 @@
 //! `COPY`. The behaviours every store shares are in `suite`, run here on a real server that
 //! `test_server` starts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -14,7 +14,7 @@ use crate::{
     ban::{Ban, Effect, Effective},
     store::{
         Store, StoreError, SyncReport,
-        suite::{Fixture, NOW, at, ban, banned, effect, host, net, until},
+        suite::{Fixture, NOW, at, ban, banned, entries, host, listed, net, until},
     },
     visit::{VisitorDelta, merge},
 };
@@ -177,10 +177,7 @@ async fn a_request_that_fails_midway_changes_nothing() {
     store
         .sync_source(
             "drop".into(),
-            vec![
-                ban("10.0.0.1/32", "drop", ""),
-                ban("10.0.0.2/32", "drop", ""),
-            ],
+            vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")],
             at(NOW),
         )
         .await
@@ -219,10 +216,10 @@ async fn a_request_that_fails_midway_changes_nothing() {
 
     // The sync deletes 10.0.0.2 and inserts 10.0.0.3 besides the poison.
     let poisoned = vec![
-        ban("10.0.0.1/32", "drop", ""),
-        ban("10.0.0.3/32", "drop", ""),
-        ban("10.0.0.4/32", "drop", "poison"),
-        ban("10.0.0.5/32", "drop", ""),
+        listed("10.0.0.1/32", ""),
+        listed("10.0.0.3/32", ""),
+        listed("10.0.0.4/32", "poison"),
+        listed("10.0.0.5/32", ""),
     ];
     assert!(
         store
@@ -242,10 +239,7 @@ async fn a_request_that_fails_midway_changes_nothing() {
     let report = store
         .sync_source(
             "drop".into(),
-            vec![
-                ban("10.0.0.1/32", "drop", ""),
-                ban("10.0.0.3/32", "drop", ""),
-            ],
+            vec![listed("10.0.0.1/32", ""), listed("10.0.0.3/32", "")],
             at(NOW),
         )
         .await
@@ -291,7 +285,7 @@ async fn an_agent_hears_the_ban_changes_of_the_others_but_not_its_own() {
         .unwrap();
     changed_soon(&mut heard_by_a).await;
 
-    b.sync_source("list".into(), vec![ban("10.0.0.2/32", "list", "")], at(NOW))
+    b.sync_source("list".into(), vec![listed("10.0.0.2/32", "")], at(NOW))
         .await
         .unwrap();
     changed_soon(&mut heard_by_a).await;
@@ -305,7 +299,7 @@ async fn an_agent_hears_the_ban_changes_of_the_others_but_not_its_own() {
     a.remove_bans(vec![net("192.0.2.1/32")], None, at(NOW))
         .await
         .unwrap();
-    a.sync_source("list".into(), vec![ban("10.0.0.2/32", "list", "")], at(NOW))
+    a.sync_source("list".into(), vec![listed("10.0.0.2/32", "")], at(NOW))
         .await
         .unwrap();
     still(&heard_by_b, "a change that changed nothing was announced").await;
@@ -384,7 +378,7 @@ async fn two_agents_writing_overlapping_bans_at_once_both_succeed() {
     let (ra, rb, rs) = tokio::join!(
         a.add_bans(bans("cli", false), at(NOW)),
         b.add_bans(bans("cli", true), at(NOW)),
-        b.sync_source("list".into(), bans("list", true), at(NOW)),
+        b.sync_source("list".into(), entries(&bans("list", true)), at(NOW)),
     );
     assert_eq!(ra.unwrap().len(), 200);
     assert_eq!(rb.unwrap().len(), 200);
@@ -420,8 +414,8 @@ fn list(source: &str, n: u32) -> Vec<Ban> {
         .collect()
 }
 
-/// `list` with one record in a hundred changed: every 100th gets a new reason, every 100th + 1
-/// a new expiry, every 100th + 2 goes, and as many new ones come; shuffled (reversed).
+/// `list` with one record in a hundred changed: every 100th gets a new reason, every 100th + 2
+/// goes, and as many new ones come; shuffled (reversed).
 fn one_percent_changed(list: &[Ban]) -> Vec<Ban> {
     let mut changed: Vec<Ban> = Vec::with_capacity(list.len());
     for (i, ban) in list.iter().enumerate() {
@@ -430,7 +424,6 @@ fn one_percent_changed(list: &[Ban]) -> Vec<Ban> {
                 reason: "renamed".into(),
                 ..ban.clone()
             }),
-            1 => changed.push(until(NOW + 60_000, ban.clone())),
             2 => {}
             _ => changed.push(ban.clone()),
         }
@@ -459,7 +452,7 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
         .await
         .unwrap();
     let report = store
-        .sync_source("big".into(), first.clone(), at(NOW))
+        .sync_source("big".into(), entries(&first), at(NOW))
         .await
         .unwrap();
     assert_eq!(
@@ -473,10 +466,18 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
     );
     let expected: Vec<Effect> = first.iter().map(|b| (b.network, banned(None))).collect();
     assert_eq!(report.effects, expected);
+    // Every 100th + 1 record is given an expiry by hand, which the next sync lifts.
+    let expiring: Vec<Ban> = first
+        .iter()
+        .skip(1)
+        .step_by(100)
+        .map(|b| until(NOW + 60_000, b.clone()))
+        .collect();
+    store.add_bans(expiring, at(NOW)).await.unwrap();
 
     let second = one_percent_changed(&first);
     let report = store
-        .sync_source("big".into(), second.clone(), at(NOW))
+        .sync_source("big".into(), entries(&second), at(NOW))
         .await
         .unwrap();
     let changed = n as usize / 100;
@@ -489,13 +490,13 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
         ),
         (changed, 2 * changed, changed, n as usize - 3 * changed)
     );
-    // Effects: the new expiries, the removed and the added, in network order; a new reason
+    // Effects: the lifted expiries, the removed and the added, in network order; a new reason
     // alone is not one. 10.0.0.14 (the third record) is removed from the list but still
     // banned by `cli`.
     let mut effects: Vec<Effect> = Vec::new();
     for (i, ban) in first.iter().enumerate() {
         match i % 100 {
-            1 => effects.push((ban.network, banned(Some(NOW + 60_000)))),
+            1 => effects.push((ban.network, banned(None))),
             2 if ban.network == net("10.0.0.14/32") => {
                 effects.push((ban.network, banned(Some(NOW + 5_000))))
             }
@@ -519,7 +520,7 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
     assert_eq!(stored, expected);
 
     let again = store
-        .sync_source("big".into(), expected.clone(), at(NOW))
+        .sync_source("big".into(), entries(&expected), at(NOW))
         .await
         .unwrap();
     assert_eq!(
@@ -529,114 +530,4 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
             ..SyncReport::default()
         }
     );
-}
-
-#[tokio::test]
-async fn a_synced_list_with_duplicates_and_host_bits_keeps_the_first_of_each_network() {
-    let url = test_server::database();
-    let store = PgStore::connect(&url).await.unwrap();
-    let report = store
-        .sync_source(
-            "list".into(),
-            vec![
-                ban("10.0.0.7/24", "list", "first"),
-                ban("2001:db8::1/32", "list", ""),
-                ban("10.0.0.0/24", "list", "second"),
-            ],
-            at(NOW),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.added, 2);
-    assert_eq!(
-        report.effects,
-        [
-            effect("10.0.0.0/24", banned(None)),
-            effect("2001:db8::/32", banned(None))
-        ]
-    );
-    assert_eq!(
-        store.list_bans().await.unwrap(),
-        [
-            ban("10.0.0.0/24", "list", "first"),
-            ban("2001:db8::/32", "list", "")
-        ]
-    );
-}
-
-/// Times a million-record sync, a 1% re-sync and a 5000-visitor batch. Run in release mode:
-/// `cargo test --release -p tracking-agent --lib -- --ignored --nocapture speeds`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: minutes in debug builds"]
-async fn speeds() {
-    // The sync's steps and their times are logged at debug level.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("tracking_agent=debug")
-        .with_test_writer()
-        .try_init();
-    let url = test_server::database();
-    let store = PgStore::connect(&url).await.unwrap();
-    let n = 1_000_000;
-    let first = list("big", n);
-    let second = one_percent_changed(&first);
-
-    let started = Instant::now();
-    let report = store
-        .sync_source("big".into(), first, at(NOW))
-        .await
-        .unwrap();
-    eprintln!(
-        "sync of {n}, first load: {:?} ({} added)",
-        started.elapsed(),
-        report.added
-    );
-
-    let started = Instant::now();
-    let report = store
-        .sync_source("big".into(), second.clone(), at(NOW))
-        .await
-        .unwrap();
-    eprintln!(
-        "re-sync with 1% changed: {:?} (+{} ~{} -{} ={}, {} effects)",
-        started.elapsed(),
-        report.added,
-        report.updated,
-        report.removed,
-        report.unchanged,
-        report.effects.len()
-    );
-
-    let started = Instant::now();
-    let report = store
-        .sync_source("big".into(), second, at(NOW))
-        .await
-        .unwrap();
-    eprintln!(
-        "re-sync unchanged: {:?} ({} unchanged)",
-        started.elapsed(),
-        report.unchanged
-    );
-
-    let started = Instant::now();
-    let effective = store.effective_bans(at(NOW)).await.unwrap();
-    eprintln!(
-        "effective bans ({}): {:?}",
-        effective.len(),
-        started.elapsed()
-    );
-
-    let visits: Vec<crate::visit::Visit> = (0..5_000)
-        .map(|i| crate::store::suite::visit(&format!("s{i}"), "/", NOW))
-        .collect();
-    let deltas = merge(&visits);
-    let started = Instant::now();
-    store.record_visits(deltas).await.unwrap();
-    eprintln!("5000 new visitors: {:?}", started.elapsed());
-    let later: Vec<crate::visit::Visit> = (0..5_000)
-        .map(|i| crate::store::suite::visit(&format!("s{i}"), "/next", NOW + 60_000))
-        .collect();
-    let deltas = merge(&later);
-    let started = Instant::now();
-    store.record_visits(deltas).await.unwrap();
-    eprintln!("5000 returning visitors: {:?}", started.elapsed());
 }

@@ -7,31 +7,44 @@
 //! the table again when another connection has written to it, and drops the index if a request
 //! dies halfway.
 //!
-//! Two choices come from measuring a million-record sync on a small virtual machine, where a
-//! random memory access costs hundreds of nanoseconds:
-//! - Each source is a `BTreeMap`, walked in order beside the sorted new list: no random lookups,
-//!   and the delta comes out in primary-key order, the order SQLite inserts fastest. Hash map
-//!   lookups were several times slower there, and a hash map takes twice the memory.
+//! Choices that come from measuring a million-record sync on a small, busy virtual machine,
+//! where a random memory access costs hundreds of nanoseconds and a fresh page of memory
+//! microseconds:
+//! - Each source's records are sorted vectors of compact keys (`records.rs`). A sync sorts the
+//!   list's keys with a radix sort (a few passes over 8 bytes an entry), walks them beside the
+//!   source's records, and patches the vectors with the delta: no random lookups, and the
+//!   delta comes out in primary-key order, the order SQLite writes fastest.
 //! - A record is 16 bytes: the reason is kept as a keyed 63-bit hash, not as text. The diff only
 //!   needs to know whether a reason changed; with a secret random key, a change goes unnoticed
 //!   with a chance of 2^-63, and then only the reason shown in listings is stale. Expiries,
 //!   which decide what the kernel drops, are compared exactly.
+//! - A synced record never expires, so the effect of listing a network is known without
+//!   looking at the other sources; only the networks a sync removes are looked up there.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     hash::{BuildHasher, RandomState},
-    net::Ipv4Addr,
 };
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use rusqlite::Connection;
 
-use super::key;
+use super::{
+    key,
+    records::{self, Key, Records, Slot, V4, V6},
+};
 use crate::{
-    ban::{Ban, Effect, Effective},
+    ban::{Ban, Effect, Effective, ListEntry},
+    radix,
     store::Result,
     time::Timestamp,
 };
+
+/// How many entries a sync takes at most: a position in the list has 26 bits in the sort
+/// (`Listing`). Far more than the kernel maps hold.
+pub(super) const MAX_LISTED: usize = 1 << POSITION_BITS;
+
+const POSITION_BITS: u32 = 26;
 
 /// One ban record, as far as effects and diffs need it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +63,11 @@ impl Record {
         }
     }
 
+    /// The record of a synced ban, which never expires, with this reason hash.
+    pub(super) fn synced(reason_hash: u64) -> Self {
+        Record::new(reason_hash, None)
+    }
+
     /// When it expires; `None` for never.
     pub(super) fn expires_ms(&self) -> Option<i64> {
         (self.tag & 1 == 1).then_some(self.expires_ms)
@@ -65,103 +83,127 @@ fn longest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     Some(a?.max(b?))
 }
 
+/// What the live records of a network add up to: whether there are any, and the latest expiry.
+#[derive(Clone, Copy, Debug, Default)]
+struct Live(Option<Option<i64>>);
+
+impl Live {
+    fn add(&mut self, record: &Record, now_ms: i64) {
+        if record.is_live(now_ms) {
+            self.0 = Some(match self.0 {
+                None => record.expires_ms(),
+                Some(expires) => longest(expires, record.expires_ms()),
+            });
+        }
+    }
+
+    fn effective(self) -> Effective {
+        match self.0 {
+            None => Effective::Unbanned,
+            Some(expires) => Effective::Banned {
+                expires: expires.map(Timestamp::from_millis),
+            },
+        }
+    }
+}
+
 /// The records of every source.
 #[derive(Debug, Default)]
 pub(super) struct Index {
     /// Source name to its records; a source with no record left has no entry, so looking a
-    /// network up costs one probe per source that holds anything.
-    by_source: HashMap<String, BTreeMap<IpNet, Record>>,
+    /// network up costs one search per source that holds anything.
+    by_source: HashMap<String, Records>,
     /// The key of the reason hashes, random for each index so nobody can craft a collision.
     reasons: RandomState,
+    /// The buffers a sync sorts the list in, kept from one sync to the next: a million-entry
+    /// list needs 16 MB, and fresh memory costs more to touch than the sort itself.
+    scratch: (Vec<u64>, Vec<u64>),
 }
 
-/// How to make the records of one source equal to a new list.
+/// How to make the records of one source equal to a new list, and what that does.
 #[derive(Debug, Default)]
 pub(super) struct SyncPlan {
-    /// What to write, in network order: the table is visited once, page after page.
-    pub(super) changes: Vec<Change>,
-    /// How many changes add, update and remove records.
-    pub(super) added: usize,
-    pub(super) updated: usize,
-    pub(super) removed: usize,
+    /// The delta of the IPv4 records.
+    pub(super) v4: Delta<V4>,
+    /// The delta of the IPv6 records.
+    pub(super) v6: Delta<V6>,
     /// Records already exactly as listed.
     pub(super) unchanged: usize,
-    /// Networks whose effective ban may change, in order: added, removed, or with a new expiry.
-    pub(super) touched: Vec<IpNet>,
+    /// What the kernel must do once the sync is committed, in network order: listed networks
+    /// added or no longer expiring are banned for good, removed ones are left to the other
+    /// sources' records.
+    pub(super) effects: Vec<Effect>,
 }
 
-/// One record to write for a sync. `position` is where the ban is in the list.
+/// The delta of one family's records, everything in network order.
+#[derive(Debug)]
+pub(super) struct Delta<K> {
+    /// The listed records the source lacks or holds otherwise, as they will be.
+    pub(super) changes: Vec<Slot<K>>,
+    /// For each change, where its entry is in the list and whether the record is new (else it
+    /// exists with another reason or expiry).
+    pub(super) origins: Vec<Origin>,
+    /// The networks the list no longer has.
+    pub(super) removed: Vec<K>,
+}
+
+impl<K> Default for Delta<K> {
+    fn default() -> Self {
+        Delta {
+            changes: Vec::new(),
+            origins: Vec::new(),
+            removed: Vec::new(),
+        }
+    }
+}
+
+/// Where a change comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Change {
-    /// The source does not have this record yet.
-    Add {
-        network: IpNet,
-        position: usize,
-        record: Record,
-    },
-    /// The source has it with another reason or expiry.
-    Update {
-        network: IpNet,
-        position: usize,
-        record: Record,
-    },
-    /// The list no longer has it.
-    Remove(IpNet),
-}
-
-/// A listed ban reduced to what the diff needs, small so that sorting a million is quick.
-#[derive(Clone, Copy)]
-struct Listed<N> {
-    network: N,
-    record: Record,
-    /// In the list; `u32` keeps this 32 bytes for IPv4 (a list of 4 billion bans would not fit
-    /// in memory anyway).
-    position: u32,
-}
-
-/// Listed bans, IPv4 and IPv6 apart (every IPv4 network sorts first), each sorted.
-#[derive(Default)]
-struct Listing {
-    v4: Vec<Listed<u64>>,
-    v6: Vec<Listed<IpNet>>,
-}
-
-/// From this many bans, a sync lists them on two threads.
-const PARALLEL_FROM: usize = 100_000;
-
-/// Two sorted runs as one, in (network, position) order.
-fn merged<'a, N: Ord + Copy>(
-    a: &'a [Listed<N>],
-    b: &'a [Listed<N>],
-) -> impl Iterator<Item = Listed<N>> + 'a {
-    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-    std::iter::from_fn(move || {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if (y.network, y.position) < (x.network, x.position) => b.next(),
-            (Some(_), _) => a.next(),
-            (None, _) => b.next(),
-        };
-        next.copied()
-    })
-}
-
-/// An IPv4 network as one integer that sorts like the network: address, then prefix length.
-/// Comparing these is several times faster than comparing `IpNet`s.
-fn ipv4_key(net: &Ipv4Net) -> u64 {
-    (u64::from(net.addr().to_bits()) << 8) | u64::from(net.prefix_len())
-}
-
-fn ipv4_of_key(key: u64) -> IpNet {
-    let addr = Ipv4Addr::from_bits((key >> 8) as u32);
-    IpNet::V4(Ipv4Net::new(addr, key as u8).expect("a key made by ipv4_key"))
+pub(super) struct Origin {
+    /// The entry's position in the list.
+    pub(super) position: u32,
+    /// Whether the record is new.
+    pub(super) added: bool,
 }
 
 impl SyncPlan {
-    fn remove(&mut self, network: IpNet) {
-        self.removed += 1;
-        self.changes.push(Change::Remove(network));
-        self.touched.push(network);
+    pub(super) fn added(&self) -> usize {
+        self.v4.added() + self.v6.added()
     }
+
+    pub(super) fn updated(&self) -> usize {
+        self.v4.changes.len() + self.v6.changes.len() - self.added()
+    }
+
+    pub(super) fn removed(&self) -> usize {
+        self.v4.removed.len() + self.v6.removed.len()
+    }
+}
+
+impl<K> Delta<K> {
+    fn added(&self) -> usize {
+        self.origins.iter().filter(|origin| origin.added).count()
+    }
+}
+
+/// An IPv4 entry of the list in 64 bits, for sorting: address (32 bits), prefix length (6),
+/// position in the list ([`POSITION_BITS`]).
+fn pack(net: &ipnet::Ipv4Net, position: usize) -> u64 {
+    (u64::from(net.addr().to_bits()) << 32)
+        | (u64::from(net.prefix_len()) << POSITION_BITS)
+        | position as u64
+}
+
+/// The key and position of a packed entry.
+fn unpack(packed: u64) -> (V4, u32) {
+    let key = ((packed >> 32) << 8) | ((packed >> POSITION_BITS) & 0x3f);
+    (key, (packed & ((1 << POSITION_BITS) - 1)) as u32)
+}
+
+/// What a packed entry sorts by: its key, whose bytes a radix sort can skip when every entry
+/// has the same (the prefix length of a list of addresses).
+fn sort_key(packed: &u64) -> u64 {
+    unpack(*packed).0
 }
 
 impl Index {
@@ -173,31 +215,33 @@ impl Index {
     /// Reads the whole table, hashing reasons with `reasons`.
     pub(super) fn load_keyed(conn: &Connection, reasons: RandomState) -> Result<Self> {
         // A plain scan reads the table in the order it is stored, by network, so the records
-        // of each source come sorted, ready to build its map in one go. (Reading by source,
-        // through `bans_by_source`, would look every row up in the table.)
+        // of each source come sorted, ready to append.
         let mut stmt = conn.prepare("SELECT source, network, reason, expires_ms FROM bans")?;
         let mut rows = stmt.query([])?;
         let mut index = Index {
-            by_source: HashMap::new(),
             reasons,
+            ..Index::default()
         };
-        let mut grouped: HashMap<String, Vec<(IpNet, Record)>> = HashMap::new();
         while let Some(row) = rows.next()? {
             let source = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
             let network = key::column(row, 1)?;
             let reason = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
             let record = index.record(reason, row.get(3)?);
-            match grouped.get_mut(source) {
-                Some(records) => records.push((network, record)),
-                None => {
-                    grouped.insert(source.to_owned(), vec![(network, record)]);
-                }
+            let records = match index.by_source.get_mut(source) {
+                Some(records) => records,
+                None => index.by_source.entry(source.to_owned()).or_default(),
+            };
+            match network {
+                IpNet::V4(net) => records.v4.push(Slot {
+                    key: records::v4(&net),
+                    record,
+                }),
+                IpNet::V6(net) => records.v6.push(Slot {
+                    key: records::v6(&net),
+                    record,
+                }),
             }
         }
-        index.by_source = grouped
-            .into_iter()
-            .map(|(source, records)| (source, records.into_iter().collect()))
-            .collect();
         Ok(index)
     }
 
@@ -211,44 +255,42 @@ impl Index {
         self.record(&ban.reason, ban.expires.map(Timestamp::as_millis))
     }
 
-    /// Sets the record of `network` for `source`.
-    pub(super) fn insert(&mut self, source: &str, network: IpNet, record: Record) {
+    /// Sets the records of `changes` (networks with host bits clear) for `source`; of two of
+    /// one network, the last wins.
+    pub(super) fn upsert(&mut self, source: &str, changes: &[(IpNet, Record)]) {
+        if changes.is_empty() {
+            return;
+        }
         match self.by_source.get_mut(source) {
-            Some(records) => {
-                records.insert(network, record);
-            }
-            None => {
-                self.by_source
-                    .insert(source.to_owned(), BTreeMap::from([(network, record)]));
-            }
+            Some(records) => records.upsert(changes),
+            None => self
+                .by_source
+                .entry(source.to_owned())
+                .or_default()
+                .upsert(changes),
         }
     }
 
-    /// Deletes the record of `network` for `source`, if there is one.
-    pub(super) fn remove(&mut self, source: &str, network: &IpNet) -> Option<Record> {
-        let records = self.by_source.get_mut(source)?;
-        let record = records.remove(network);
+    /// Deletes the records of `networks` (host bits clear) for `source`, those it has.
+    pub(super) fn remove(&mut self, source: &str, networks: &[IpNet]) {
+        let Some(records) = self.by_source.get_mut(source) else {
+            return;
+        };
+        records.remove(networks);
         if records.is_empty() {
             self.by_source.remove(source);
         }
-        record
     }
 
     /// What the kernel must do about `network` at `now`, from the records of every source.
     pub(super) fn effective(&self, network: &IpNet, now: Timestamp) -> Effective {
-        let now = now.as_millis();
-        let mut live = self
-            .by_source
-            .values()
-            .filter_map(|records| records.get(network))
-            .filter(|record| record.is_live(now))
-            .map(Record::expires_ms);
-        match live.next() {
-            None => Effective::Unbanned,
-            Some(first) => Effective::Banned {
-                expires: live.fold(first, longest).map(Timestamp::from_millis),
-            },
+        let mut live = Live::default();
+        for records in self.by_source.values() {
+            if let Some(record) = records.get(network) {
+                live.add(&record, now.as_millis());
+            }
         }
+        live.effective()
     }
 
     /// The effect on each of `networks`.
@@ -262,26 +304,19 @@ impl Index {
     /// Every network with a record live at `now`, in order, with its latest expiry.
     pub(super) fn effective_all(&self, now: Timestamp) -> Vec<(IpNet, Option<Timestamp>)> {
         let now = now.as_millis();
-        let mut live: Vec<(IpNet, Option<i64>)> = self
-            .by_source
-            .values()
-            .flat_map(|records| records.iter())
-            .filter(|(_, record)| record.is_live(now))
-            .map(|(network, record)| (*network, record.expires_ms()))
-            .collect();
-        // One sorted run per source: the sort only merges them.
-        live.sort_by_key(|&(network, _)| network);
-        let mut effective: Vec<(IpNet, Option<i64>)> = Vec::with_capacity(live.len());
-        for (network, expires) in live {
-            match effective.last_mut() {
-                Some(last) if last.0 == network => last.1 = longest(last.1, expires),
-                _ => effective.push((network, expires)),
-            }
-        }
-        effective
-            .into_iter()
-            .map(|(network, expires)| (network, expires.map(Timestamp::from_millis)))
-            .collect()
+        let mut all =
+            Vec::with_capacity(self.by_source.values().map(Records::len).max().unwrap_or(0));
+        merge_live(
+            self.by_source.values().map(|r| &r.v4[..]).collect(),
+            now,
+            &mut all,
+        );
+        merge_live(
+            self.by_source.values().map(|r| &r.v6[..]).collect(),
+            now,
+            &mut all,
+        );
+        all
     }
 
     /// The records that expired at or before `now`, as networks grouped by source.
@@ -293,154 +328,91 @@ impl Index {
                 let networks: Vec<IpNet> = records
                     .iter()
                     .filter(|(_, record)| !record.is_live(now))
-                    .map(|(network, _)| *network)
+                    .map(|(network, _)| network)
                     .collect();
                 (!networks.is_empty()).then(|| (source.clone(), networks))
             })
             .collect()
     }
 
-    /// How to turn the records of `source` into `bans`, whose networks need not have their
-    /// host bits cleared yet. Of two bans of the same network, the first counts.
-    pub(super) fn plan_sync(&self, source: &str, bans: &[Ban]) -> SyncPlan {
-        assert!(u32::try_from(bans.len()).is_ok(), "too many bans to sync");
-        // Listing a million bans is most of the work of a sync that changes little, and it
-        // splits in two: each half listed and sorted on its own thread, then merged in walking.
-        let (first, second) = match bans.len() {
-            ..PARALLEL_FROM => (self.listed(bans, 0), Listing::default()),
-            len => {
-                let (left, right) = bans.split_at(len / 2);
-                std::thread::scope(|scope| {
-                    let helper = std::thread::Builder::new()
-                        .name("tracking-sqlite-sort".into())
-                        .spawn_scoped(scope, || self.listed(right, left.len()));
-                    let first = self.listed(left, 0);
-                    let second = match helper {
-                        Ok(helper) => helper.join().expect("listing does not panic"),
-                        // No thread to be had: do it here.
-                        Err(_) => self.listed(right, left.len()),
-                    };
-                    (first, second)
-                })
+    /// How to turn the records of `source` into `entries`, whose networks need not have their
+    /// host bits cleared yet; of two entries of one network, the first counts. At most
+    /// [`MAX_LISTED`] entries.
+    pub(super) fn plan_sync(
+        &mut self,
+        source: &str,
+        entries: &[ListEntry],
+        now: Timestamp,
+    ) -> SyncPlan {
+        assert!(entries.len() <= MAX_LISTED, "too many entries to sync");
+        let (mut listed, mut spare) = std::mem::take(&mut self.scratch);
+        listed.clear();
+        let mut listed_v6: Vec<(V6, u32)> = Vec::new();
+        let mut any_reason = false;
+        for (position, entry) in entries.iter().enumerate() {
+            any_reason |= !entry.reason.is_empty();
+            match entry.network.trunc() {
+                IpNet::V4(net) => listed.push(pack(&net, position)),
+                IpNet::V6(net) => listed_v6.push((records::v6(&net), position as u32)),
             }
-        };
-        let listed = merged(&first.v4, &second.v4)
-            .map(|l| (ipv4_of_key(l.network), l.record, l.position))
-            .chain(merged(&first.v6, &second.v6).map(|l| (l.network, l.record, l.position)));
+        }
+        // Stable: of two entries of one network, the first comes first.
+        radix::sort_by_key_in(&mut listed, &mut spare, sort_key);
+        listed_v6.sort_unstable();
 
+        // Most big lists have no reasons at all: one hash does for every entry.
+        let no_reason = self.reasons.hash_one("");
+        let tag = |position: u32| match any_reason {
+            false => no_reason,
+            true => self.reasons.hash_one(&*entries[position as usize].reason),
+        };
+        let empty = Records::default();
+        let old = self.by_source.get(source).unwrap_or(&empty);
         let mut plan = SyncPlan::default();
-        let mut old = self.by_source.get(source).into_iter().flatten().peekable();
-        let mut previous = None;
-        for (network, record, position) in listed {
-            if previous == Some(network) {
-                continue;
-            }
-            previous = Some(network);
-            while let Some((gone, _)) = old.next_if(|(old_network, _)| **old_network < network) {
-                plan.remove(*gone);
-            }
-            let position = position as usize;
-            match old.next_if(|(old_network, _)| **old_network == network) {
-                None => {
-                    plan.added += 1;
-                    plan.changes.push(Change::Add {
-                        network,
-                        position,
-                        record,
-                    });
-                    plan.touched.push(network);
-                }
-                Some((_, old_record)) if *old_record == record => plan.unchanged += 1,
-                Some((_, old_record)) => {
-                    plan.updated += 1;
-                    plan.changes.push(Change::Update {
-                        network,
-                        position,
-                        record,
-                    });
-                    if old_record.expires_ms() != record.expires_ms() {
-                        plan.touched.push(network);
+        let mut removals = Vec::new();
+        plan.v4 = walk(
+            &old.v4,
+            listed.iter().map(|&packed| unpack(packed)),
+            &tag,
+            &mut plan,
+            &mut removals,
+        );
+        plan.v6 = walk(
+            &old.v6,
+            listed_v6.iter().copied(),
+            &tag,
+            &mut plan,
+            &mut removals,
+        );
+        self.scratch = (listed, spare);
+
+        // A removed network stays banned if another source has a live record of it.
+        let now = now.as_millis();
+        let mut lives = vec![Live::default(); removals.len()];
+        for (name, records) in &self.by_source {
+            if name != source {
+                for ((_, network), live) in removals.iter().zip(&mut lives) {
+                    if let Some(record) = records.get(network) {
+                        live.add(&record, now);
                     }
                 }
             }
         }
-        for (gone, _) in old {
-            plan.remove(*gone);
+        for ((at, _), live) in removals.into_iter().zip(lives) {
+            plan.effects[at].1 = live.effective();
         }
         plan
     }
 
-    /// `bans`, the first of which is at `offset` in the whole list, reduced to what the diff
-    /// needs and sorted.
-    fn listed(&self, bans: &[Ban], offset: usize) -> Listing {
-        let mut listing = Listing {
-            v4: Vec::with_capacity(bans.len()),
-            v6: Vec::new(),
-        };
-        // Big lists give most lines no reason, or the same one: hash each run of equal
-        // reasons once.
-        let mut reason: (&str, u64) = ("", self.reasons.hash_one(""));
-        for (position, ban) in bans.iter().enumerate() {
-            if ban.reason != reason.0 {
-                reason = (&ban.reason, self.reasons.hash_one(ban.reason.as_str()));
-            }
-            let record = Record::new(reason.1, ban.expires.map(Timestamp::as_millis));
-            let position = (offset + position) as u32;
-            match ban.network.trunc() {
-                IpNet::V4(net) => listing.v4.push(Listed {
-                    network: ipv4_key(&net),
-                    record,
-                    position,
-                }),
-                net @ IpNet::V6(_) => listing.v6.push(Listed {
-                    network: net,
-                    record,
-                    position,
-                }),
-            }
-        }
-        // The position breaks ties, so the first of two duplicates comes first.
-        listing
-            .v4
-            .sort_unstable_by_key(|listed| (listed.network, listed.position));
-        listing
-            .v6
-            .sort_unstable_by_key(|listed| (listed.network, listed.position));
-        listing
-    }
-
     /// Applies a plan made by [`Index::plan_sync`], once it is committed.
-    pub(super) fn apply_sync(&mut self, source: &str, plan: &SyncPlan) {
-        if !self.by_source.contains_key(source) {
-            // A first load, only additions in order: build the map in one pass rather than
-            // insert them one by one.
-            let records: BTreeMap<IpNet, Record> = plan
-                .changes
-                .iter()
-                .filter_map(|change| match *change {
-                    Change::Add {
-                        network, record, ..
-                    } => Some((network, record)),
-                    _ => None,
-                })
-                .collect();
-            if !records.is_empty() {
-                self.by_source.insert(source.to_owned(), records);
-            }
-            return;
-        }
-        for change in &plan.changes {
-            match *change {
-                Change::Add {
-                    network, record, ..
-                }
-                | Change::Update {
-                    network, record, ..
-                } => self.insert(source, network, record),
-                Change::Remove(network) => {
-                    self.remove(source, &network);
-                }
-            }
+    pub(super) fn apply_sync(&mut self, source: &str, plan: SyncPlan) {
+        let records = self.by_source.entry(source.to_owned()).or_default();
+        records::remove(&mut records.v4, &plan.v4.removed);
+        records::remove(&mut records.v6, &plan.v6.removed);
+        records::upsert(&mut records.v4, plan.v4.changes);
+        records::upsert(&mut records.v6, plan.v6.changes);
+        if records.is_empty() {
+            self.by_source.remove(source);
         }
     }
 
@@ -459,11 +431,96 @@ impl Index {
             .flat_map(|(source, records)| {
                 records
                     .iter()
-                    .map(|(network, record)| (source.clone(), *network, *record))
+                    .map(|(network, record)| (source.clone(), network, record))
             })
             .collect();
         all.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         all
+    }
+}
+
+/// Walks the records `old` of one family beside `listed` (keys and positions, sorted by key
+/// then position), and returns the delta; counts what is unchanged and pushes the effects
+/// into `plan`, and for each removed network, where its effect is, into `removals`.
+fn walk<K: Key>(
+    old: &[Slot<K>],
+    listed: impl Iterator<Item = (K, u32)>,
+    tag: &impl Fn(u32) -> u64,
+    plan: &mut SyncPlan,
+    removals: &mut Vec<(usize, IpNet)>,
+) -> Delta<K> {
+    let mut delta = Delta::default();
+    let mut remove = |key: K, plan: &mut SyncPlan, delta: &mut Delta<K>| {
+        delta.removed.push(key);
+        removals.push((plan.effects.len(), key.network()));
+        plan.effects.push((key.network(), Effective::Unbanned));
+    };
+    let mut old = old.iter().peekable();
+    let mut previous = None;
+    for (key, position) in listed {
+        if previous == Some(key) {
+            continue;
+        }
+        previous = Some(key);
+        while let Some(gone) = old.next_if(|slot| slot.key < key) {
+            remove(gone.key, plan, &mut delta);
+        }
+        let record = Record::synced(tag(position));
+        let change = |added| (Slot { key, record }, Origin { position, added });
+        let (slot, origin) = match old.next_if(|slot| slot.key == key) {
+            Some(held) if held.record == record => {
+                plan.unchanged += 1;
+                continue;
+            }
+            Some(held) => {
+                if held.record.expires_ms().is_some() {
+                    plan.effects
+                        .push((key.network(), Effective::Banned { expires: None }));
+                }
+                change(false)
+            }
+            None => {
+                plan.effects
+                    .push((key.network(), Effective::Banned { expires: None }));
+                change(true)
+            }
+        };
+        delta.changes.push(slot);
+        delta.origins.push(origin);
+    }
+    for gone in old {
+        remove(gone.key, plan, &mut delta);
+    }
+    delta
+}
+
+/// Appends to `out`, in order, every network with a live record in one of `tables` (the
+/// records of one family, a table per source), with its latest expiry.
+fn merge_live<K: Key>(
+    tables: Vec<&[Slot<K>]>,
+    now_ms: i64,
+    out: &mut Vec<(IpNet, Option<Timestamp>)>,
+) {
+    let mut at = vec![0; tables.len()];
+    loop {
+        let next = tables
+            .iter()
+            .zip(&at)
+            .filter_map(|(table, &i)| table.get(i).map(|slot| slot.key))
+            .min();
+        let Some(key) = next else {
+            return;
+        };
+        let mut live = Live::default();
+        for (table, i) in tables.iter().zip(&mut at) {
+            if let Some(slot) = table.get(*i).filter(|slot| slot.key == key) {
+                live.add(&slot.record, now_ms);
+                *i += 1;
+            }
+        }
+        if let Effective::Banned { expires } = live.effective() {
+            out.push((key.network(), expires));
+        }
     }
 }
 
@@ -475,46 +532,69 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn ban(network: &str, reason: &str, expires: Option<i64>) -> Ban {
-        Ban {
+    fn entry(network: &str, reason: &str) -> ListEntry {
+        ListEntry {
             network: net(network),
-            source: "list".into(),
             reason: reason.into(),
-            created: Timestamp::from_millis(0),
-            expires: expires.map(Timestamp::from_millis),
         }
     }
 
-    fn insert_all(index: &mut Index, source: &str, bans: &[Ban]) {
-        for b in bans {
-            index.insert(source, b.network, index.record_of(b));
-        }
+    fn now() -> Timestamp {
+        Timestamp::from_millis(1_000)
     }
 
-    /// The changes of a plan, as `+position`, `~position` and `-network` in that order.
-    fn changes(plan: &SyncPlan) -> Vec<String> {
-        plan.changes
+    /// Sets records of `source` as `add_bans` would.
+    fn set(index: &mut Index, source: &str, records: &[(&str, &str, Option<i64>)]) {
+        let changes: Vec<(IpNet, Record)> = records
             .iter()
-            .map(|change| match change {
-                Change::Add { position, .. } => format!("+{position}"),
-                Change::Update { position, .. } => format!("~{position}"),
-                Change::Remove(network) => format!("-{network}"),
-            })
-            .collect()
+            .map(|&(network, reason, expires)| (net(network), index.record(reason, expires)))
+            .collect();
+        index.upsert(source, &changes);
+    }
+
+    /// The changes of a plan, as `+position`, `~position` and `-network`, each family in
+    /// network order, adds and updates before removals.
+    fn changes(plan: &SyncPlan) -> Vec<String> {
+        let origins = plan.v4.origins.iter().chain(&plan.v6.origins);
+        let mut shown: Vec<String> = origins
+            .map(|o| format!("{}{}", if o.added { "+" } else { "~" }, o.position))
+            .collect();
+        shown.extend(plan.v4.removed.iter().map(|k| format!("-{}", k.network())));
+        shown.extend(plan.v6.removed.iter().map(|k| format!("-{}", k.network())));
+        shown
     }
 
     #[test]
-    fn ipv4_keys_sort_like_networks() {
-        let mut nets: Vec<Ipv4Net> = ["10.0.0.0/8", "9.255.0.0/16", "10.0.0.0/7", "10.0.0.0/32"]
+    fn packed_entries_sort_like_networks_then_positions() {
+        let nets: Vec<ipnet::Ipv4Net> = [
+            "10.0.0.0/8",
+            "9.255.0.0/16",
+            "10.0.0.0/7",
+            "10.0.0.0/32",
+            "0.0.0.0/0",
+            "255.255.255.255/32",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let mut packed: Vec<u64> = nets.iter().enumerate().map(|(i, n)| pack(n, i)).collect();
+        packed.push(pack(&nets[0], MAX_LISTED - 1));
+        packed.sort_by_key(sort_key);
+        let back: Vec<(IpNet, u32)> = packed
             .iter()
-            .map(|s| s.parse().unwrap())
+            .map(|&p| {
+                let (key, position) = unpack(p);
+                (key.network(), position)
+            })
             .collect();
-        let mut keys: Vec<u64> = nets.iter().map(ipv4_key).collect();
-        nets.sort();
-        keys.sort();
-        let back: Vec<IpNet> = keys.into_iter().map(ipv4_of_key).collect();
-        let nets: Vec<IpNet> = nets.into_iter().map(IpNet::V4).collect();
-        assert_eq!(back, nets);
+        let mut expected: Vec<(IpNet, u32)> = nets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (IpNet::V4(*n), i as u32))
+            .collect();
+        expected.push((IpNet::V4(nets[0]), MAX_LISTED as u32 - 1));
+        expected.sort();
+        assert_eq!(back, expected);
     }
 
     #[test]
@@ -531,26 +611,26 @@ mod tests {
     #[test]
     fn a_plan_sorts_the_delta_by_network() {
         let mut index = Index::default();
-        insert_all(
+        set(
             &mut index,
             "list",
             &[
-                ban("10.0.0.3/32", "same", None),
-                ban("10.0.0.1/32", "old reason", None),
-                ban("10.0.0.5/32", "gone", None),
-                ban("10.0.0.2/32", "", Some(10)),
-                ban("2001:db8::/32", "gone too", None),
+                ("10.0.0.3/32", "same", None),
+                ("10.0.0.1/32", "old reason", None),
+                ("10.0.0.5/32", "gone", None),
+                ("10.0.0.2/32", "", Some(10)),
+                ("2001:db8::/32", "gone too", None),
             ],
         );
         let new = [
-            ban("2001:db8::1/128", "new", None),
-            ban("10.0.0.4/32", "new", None),
-            ban("10.0.0.2/32", "", Some(20)),
-            ban("10.0.0.1/32", "new reason", None),
-            ban("10.0.0.3/32", "same", None),
-            ban("10.0.0.0/32", "new", None),
+            entry("2001:db8::1/128", "new"),
+            entry("10.0.0.4/32", "new"),
+            entry("10.0.0.2/32", ""),
+            entry("10.0.0.1/32", "new reason"),
+            entry("10.0.0.3/32", "same"),
+            entry("10.0.0.0/32", "new"),
         ];
-        let plan = index.plan_sync("list", &new);
+        let plan = index.plan_sync("list", &new, now());
         assert_eq!(
             changes(&plan),
             [
@@ -558,116 +638,145 @@ mod tests {
                 "~3",
                 "~2",
                 "+1",
+                "+0",
                 "-10.0.0.5/32",
-                "-2001:db8::/32",
-                "+0"
+                "-2001:db8::/32"
             ]
         );
         assert_eq!(
-            (plan.added, plan.updated, plan.removed, plan.unchanged),
+            (plan.added(), plan.updated(), plan.removed(), plan.unchanged),
             (3, 2, 2, 1)
         );
-        // A new reason alone changes nothing the kernel sees.
-        let touched: Vec<IpNet> = [
-            "10.0.0.0/32",
-            "10.0.0.2/32",
-            "10.0.0.4/32",
-            "10.0.0.5/32",
-            "2001:db8::/32",
-            "2001:db8::1/128",
-        ]
-        .iter()
-        .map(|s| net(s))
-        .collect();
-        assert_eq!(plan.touched, touched);
+        // A new reason alone changes nothing the kernel sees; a lifted expiry does.
+        let banned = Effective::Banned { expires: None };
+        assert_eq!(
+            plan.effects,
+            [
+                (net("10.0.0.0/32"), banned),
+                (net("10.0.0.2/32"), banned),
+                (net("10.0.0.4/32"), banned),
+                (net("10.0.0.5/32"), Effective::Unbanned),
+                (net("2001:db8::/32"), Effective::Unbanned),
+                (net("2001:db8::1/128"), banned),
+            ]
+        );
     }
 
     #[test]
-    fn a_plan_clears_host_bits_and_keeps_the_first_of_two_bans() {
-        let index = Index::default();
-        let new = [
-            ban("10.0.0.0/24", "first", None),
-            ban("10.0.0.7/24", "second", None),
-        ];
-        let plan = index.plan_sync("list", &new);
-        assert_eq!(changes(&plan), ["+0"]);
-        assert!(matches!(
-            plan.changes[0],
-            Change::Add { network, .. } if network == net("10.0.0.0/24")
-        ));
-    }
-
-    #[test]
-    fn two_sorted_runs_merge_in_network_then_position_order() {
-        let listed = |network: u64, position: u32| Listed {
-            network,
-            record: Record::new(0, None),
-            position,
-        };
-        let a = [listed(1, 0), listed(3, 1), listed(5, 2)];
-        let b = [listed(2, 3), listed(3, 4), listed(9, 5)];
-        let order: Vec<(u64, u32)> = merged(&a, &b).map(|l| (l.network, l.position)).collect();
-        assert_eq!(order, [(1, 0), (2, 3), (3, 1), (3, 4), (5, 2), (9, 5)]);
-        assert_eq!(merged(&a, &[]).count(), 3);
-        assert_eq!(merged(&[], &b).count(), 3);
-    }
-
-    #[test]
-    fn a_list_big_enough_to_be_split_plans_like_a_small_one() {
-        let host = |n: usize| {
-            let network = IpNet::from(std::net::IpAddr::from(Ipv4Addr::from(n as u32)));
-            Ban {
-                network,
-                ..ban("0.0.0.0/0", "", None)
-            }
-        };
-        let n = PARALLEL_FROM + 1_000;
+    fn a_removed_network_another_source_holds_stays_banned() {
         let mut index = Index::default();
-        let mut old: Vec<Ban> = (1..n).map(host).collect();
-        old[6].reason = "old".into();
-        old.push(host(n + 5));
-        insert_all(&mut index, "list", &old);
+        set(
+            &mut index,
+            "list",
+            &[("10.0.0.1/32", "", None), ("10.0.0.2/32", "", None)],
+        );
+        set(
+            &mut index,
+            "cli",
+            &[
+                ("10.0.0.1/32", "", Some(5_000)),
+                ("10.0.0.2/32", "", Some(500)),
+            ],
+        );
+        let plan = index.plan_sync("list", &[], now());
+        assert_eq!(
+            plan.effects,
+            [
+                (
+                    net("10.0.0.1/32"),
+                    Effective::Banned {
+                        expires: Some(Timestamp::from_millis(5_000))
+                    }
+                ),
+                (net("10.0.0.2/32"), Effective::Unbanned),
+            ]
+        );
+    }
 
-        // In reverse, so the halves interleave; host n - 1 comes first, and again last with
-        // another reason, which must be ignored.
-        let mut new: Vec<Ban> = (0..n).rev().map(host).collect();
-        new.push(Ban {
+    #[test]
+    fn a_plan_clears_host_bits_and_keeps_the_first_of_two_entries() {
+        let mut index = Index::default();
+        let new = [
+            entry("10.0.0.0/24", "first"),
+            entry("10.0.0.7/24", "second"),
+        ];
+        let plan = index.plan_sync("list", &new, now());
+        assert_eq!(changes(&plan), ["+0"]);
+        assert_eq!(plan.v4.changes[0].key.network(), net("10.0.0.0/24"));
+    }
+
+    #[test]
+    fn a_big_list_plans_like_a_small_one() {
+        let host = |n: usize| ListEntry {
+            network: IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(n as u32))),
+            reason: "".into(),
+        };
+        // Big enough for the radix sort, in reverse so that it has work to do; host n - 1
+        // comes first, and again last with another reason, which must be ignored.
+        let n = 10_000;
+        let mut index = Index::default();
+        let mut old: Vec<(IpNet, Record)> = (1..n)
+            .map(|i| (host(i).network, index.record("", None)))
+            .collect();
+        old[6].1 = index.record("old", None);
+        old.push((host(n + 5).network, index.record("", None)));
+        index.upsert("list", &old);
+
+        let mut new: Vec<ListEntry> = (0..n).rev().map(host).collect();
+        new.push(ListEntry {
             reason: "duplicate".into(),
             ..host(n - 1)
         });
-        let plan = index.plan_sync("list", &new);
+        let plan = index.plan_sync("list", &new, now());
         assert_eq!(
-            (plan.added, plan.updated, plan.removed, plan.unchanged),
+            (plan.added(), plan.updated(), plan.removed(), plan.unchanged),
             (1, 1, 1, n - 2)
         );
-        let changes: Vec<Change> = plan.changes.clone();
-        assert!(matches!(changes[0], Change::Add { position, .. } if position == n - 1));
-        assert!(matches!(changes[1], Change::Update { position, .. } if position == n - 8));
-        assert_eq!(changes[2], Change::Remove(host(n + 5).network));
+        assert_eq!(
+            changes(&plan),
+            [
+                format!("+{}", n - 1),
+                format!("~{}", n - 8),
+                format!("-{}", host(n + 5).network)
+            ]
+        );
     }
 
     #[test]
     fn applying_a_plan_gives_the_new_list() {
         for old in [
             vec![],
-            vec![ban("10.0.0.1/32", "a", None), ban("10.0.0.9/32", "", None)],
+            vec![
+                ("10.0.0.1/32", "a", None),
+                ("10.0.0.9/32", "", None),
+                ("2001:db8::/32", "", Some(7)),
+            ],
         ] {
             let mut index = Index::default();
-            insert_all(&mut index, "list", &old);
-            insert_all(&mut index, "cli", &[ban("10.0.0.9/32", "", None)]);
+            set(&mut index, "list", &old);
+            set(&mut index, "cli", &[("10.0.0.9/32", "", None)]);
             let new = [
-                ban("10.0.0.2/32", "b", Some(5)),
-                ban("10.0.0.1/32", "c", None),
+                entry("10.0.0.2/32", "b"),
+                entry("10.0.0.1/32", "c"),
+                entry("2001:db8::/32", ""),
             ];
-            let plan = index.plan_sync("list", &new);
-            index.apply_sync("list", &plan);
+            let plan = index.plan_sync("list", &new, now());
+            index.apply_sync("list", plan);
 
             let mut expected = Index {
                 reasons: index.reasons(),
                 ..Index::default()
             };
-            insert_all(&mut expected, "list", &new);
-            insert_all(&mut expected, "cli", &[ban("10.0.0.9/32", "", None)]);
+            set(
+                &mut expected,
+                "list",
+                &[
+                    ("10.0.0.2/32", "b", None),
+                    ("10.0.0.1/32", "c", None),
+                    ("2001:db8::/32", "", None),
+                ],
+            );
+            set(&mut expected, "cli", &[("10.0.0.9/32", "", None)]);
             assert_eq!(index.records(), expected.records());
         }
     }
@@ -675,42 +784,78 @@ mod tests {
     #[test]
     fn the_effective_expiry_is_the_longest_live_one() {
         let mut index = Index::default();
-        let network = net("192.0.2.0/24");
+        let network = "192.0.2.0/24";
         let now = Timestamp::from_millis(100);
-        assert_eq!(index.effective(&network, now), Effective::Unbanned);
+        assert_eq!(index.effective(&net(network), now), Effective::Unbanned);
 
-        index.insert("a", network, index.record("", Some(50)));
+        set(&mut index, "a", &[(network, "", Some(50))]);
         assert_eq!(
-            index.effective(&network, now),
+            index.effective(&net(network), now),
             Effective::Unbanned,
             "expired"
         );
+        assert_eq!(index.effective_all(now), []);
 
-        index.insert("b", network, index.record("", Some(200)));
-        index.insert("c", network, index.record("", Some(150)));
+        set(&mut index, "b", &[(network, "", Some(200))]);
+        set(&mut index, "c", &[(network, "", Some(150))]);
         let until_200 = Effective::Banned {
             expires: Some(Timestamp::from_millis(200)),
         };
-        assert_eq!(index.effective(&network, now), until_200);
+        assert_eq!(index.effective(&net(network), now), until_200);
         assert_eq!(
             index.effective_all(now),
-            [(network, Some(Timestamp::from_millis(200)))]
+            [(net(network), Some(Timestamp::from_millis(200)))]
         );
 
-        index.insert("d", network, index.record("", None));
+        set(&mut index, "d", &[(network, "", None)]);
         assert_eq!(
-            index.effective(&network, now),
+            index.effective(&net(network), now),
             Effective::Banned { expires: None }
         );
-        assert_eq!(index.effective_all(now), [(network, None)]);
+        assert_eq!(index.effective_all(now), [(net(network), None)]);
+    }
+
+    #[test]
+    fn every_source_counts_in_the_effective_bans_in_network_order() {
+        let mut index = Index::default();
+        set(
+            &mut index,
+            "a",
+            &[
+                ("10.0.0.3/32", "", None),
+                ("10.0.0.1/32", "", Some(500)),
+                ("2001:db8::/32", "", None),
+            ],
+        );
+        set(
+            &mut index,
+            "b",
+            &[
+                ("10.0.0.2/32", "", None),
+                ("10.0.0.1/32", "", Some(900)),
+                ("10.0.0.4/32", "", Some(50)),
+            ],
+        );
+        assert_eq!(
+            index.effective_all(Timestamp::from_millis(100)),
+            [
+                (net("10.0.0.1/32"), Some(Timestamp::from_millis(900))),
+                (net("10.0.0.2/32"), None),
+                (net("10.0.0.3/32"), None),
+                (net("2001:db8::/32"), None),
+            ]
+        );
     }
 
     #[test]
     fn a_source_without_records_is_forgotten() {
         let mut index = Index::default();
-        insert_all(&mut index, "list", &[ban("10.0.0.1/32", "", None)]);
-        assert!(index.remove("list", &net("10.0.0.1/32")).is_some());
+        set(&mut index, "list", &[("10.0.0.1/32", "", None)]);
+        index.remove("list", &[net("10.0.0.1/32")]);
         assert!(index.by_source.is_empty());
-        assert!(index.remove("list", &net("10.0.0.1/32")).is_none());
+        index.remove("list", &[net("10.0.0.1/32")]);
+        let plan = index.plan_sync("list", &[], now());
+        index.apply_sync("list", plan);
+        assert!(index.by_source.is_empty());
     }
 }

@@ -66,6 +66,12 @@ const STEPS: &[&str] = &[
         note          TEXT    NOT NULL DEFAULT '',
         created_ms    INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 3: no `bans_by_source`.
+    //
+    // Syncs are diffed against the worker's in-memory index, which is loaded with a plain scan
+    // of `bans`; nothing reads the records of one source through the index any more, and
+    // keeping it up to date doubled the cost of every insert and delete of a sync.
+    "DROP INDEX IF EXISTS bans_by_source;",
 ];
 
 /// The schema version this code writes.

@@ -5,7 +5,8 @@
 //! alone: `visitors.rs`, `ua_rules.rs`) and a call in the handle. Each mutating request
 //! runs in one IMMEDIATE transaction (the write lock taken up front, so it cannot fail halfway
 //! for want of it) and updates the in-memory [`Index`] only after the commit, so a failure
-//! leaves both the file and the index as they were.
+//! leaves both the file and the index as they were. When no request waits, the worker asks the
+//! checkpoint thread (`checkpoint.rs`) to copy what was committed into the database file.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -16,12 +17,13 @@ use ipnet::IpNet;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::{
-    index::{Change, Index},
-    key,
+    checkpoint::Checkpoints,
+    index::{self, Index, Record},
+    key, sync,
 };
 use crate::{
-    ban::{Allow, Ban, Effect},
-    store::{Result, SyncReport},
+    ban::{Allow, Ban, Effect, ListEntry},
+    store::{Result, StoreError, SyncReport},
     time::Timestamp,
 };
 
@@ -48,15 +50,18 @@ pub(super) struct Worker {
     /// What a request is done with but is costly to free (a million synced bans take tens of
     /// milliseconds): freed after the answer is sent rather than before.
     garbage: Vec<Box<dyn Send>>,
+    /// The checkpoint thread, asked for a checkpoint whenever no request waits.
+    checkpoints: Checkpoints,
 }
 
 impl Worker {
-    pub(super) fn new(conn: Connection) -> Self {
+    pub(super) fn new(conn: Connection, checkpoints: Checkpoints) -> Self {
         Worker {
             conn,
             index: None,
             index_version: None,
             garbage: Vec::new(),
+            checkpoints,
         }
     }
 
@@ -67,7 +72,7 @@ impl Worker {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => return,
                 Err(TryRecvError::Empty) => {
-                    self.checkpoint();
+                    self.checkpoints.request();
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => return,
@@ -81,23 +86,6 @@ impl Worker {
                 self.index = None;
             }
             self.garbage.clear();
-        }
-    }
-
-    /// Copies committed pages from the WAL into the database file, while no request waits.
-    ///
-    /// SQLite would do it itself inside whichever commit grows the WAL past its threshold,
-    /// and then that request pays for it: a third of a second for a sync that changed records
-    /// all over a large table. `open` raises the threshold so that it only applies if the
-    /// worker is never idle.
-    fn checkpoint(&mut self) {
-        // PASSIVE never waits for readers; what they still use is copied next time. With
-        // nothing new in the WAL this is a few reads of shared memory.
-        if let Err(error) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!(%error, "SQLite checkpoint failed");
         }
     }
 
@@ -168,8 +156,20 @@ impl Worker {
             }
         }
         tx.commit()?;
+        // The bans are in (network, source) order: gather each source's, in order.
+        let mut by_source: Vec<(&str, Vec<(IpNet, Record)>)> = Vec::new();
         for ban in &bans {
-            index.insert(&ban.source, ban.network, index.record_of(ban));
+            let record = index.record_of(ban);
+            match by_source
+                .iter_mut()
+                .find(|(source, _)| *source == ban.source)
+            {
+                Some((_, changes)) => changes.push((ban.network, record)),
+                None => by_source.push((&ban.source, vec![(ban.network, record)])),
+            }
+        }
+        for (source, changes) in by_source {
+            index.upsert(source, &changes);
         }
         let mut touched: Vec<IpNet> = bans.iter().map(|ban| ban.network).collect();
         touched.dedup();
@@ -210,8 +210,10 @@ impl Worker {
             }
         }
         tx.commit()?;
-        for ban in &removed {
-            index.remove(&ban.source, &ban.network);
+        removed.sort_by(|a, b| (&a.source, a.network).cmp(&(&b.source, b.network)));
+        for of_source in removed.chunk_by(|a, b| a.source == b.source) {
+            let networks: Vec<IpNet> = of_source.iter().map(|ban| ban.network).collect();
+            index.remove(&of_source[0].source, &networks);
         }
         removed.sort_by(|a, b| (a.network, &a.source).cmp(&(b.network, &b.source)));
         let mut touched: Vec<IpNet> = removed.iter().map(|ban| ban.network).collect();
@@ -223,63 +225,41 @@ impl Worker {
     pub(super) fn sync_source(
         &mut self,
         source: String,
-        bans: Vec<Ban>,
+        entries: Vec<ListEntry>,
         now: Timestamp,
     ) -> Result<SyncReport> {
-        let (tx, index) = self.write()?;
-        let plan = index.plan_sync(&source, &bans);
-        {
-            // `source` is the one named by the caller, whatever the bans say.
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO bans (network, source, reason, created_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut update = tx.prepare_cached(
-                "UPDATE bans SET reason = ?3, expires_ms = ?4 WHERE network = ?1 AND source = ?2",
-            )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM bans WHERE network = ?1 AND source = ?2")?;
-            for change in &plan.changes {
-                match *change {
-                    Change::Add {
-                        network, position, ..
-                    } => {
-                        let ban = &bans[position];
-                        insert.execute(params![
-                            &key::encode(&network)[..],
-                            source,
-                            ban.reason,
-                            ban.created.as_millis(),
-                            ban.expires.map(Timestamp::as_millis),
-                        ])?;
-                    }
-                    Change::Update {
-                        network, position, ..
-                    } => {
-                        let ban = &bans[position];
-                        update.execute(params![
-                            &key::encode(&network)[..],
-                            source,
-                            ban.reason,
-                            ban.expires.map(Timestamp::as_millis),
-                        ])?;
-                    }
-                    Change::Remove(network) => {
-                        delete.execute(params![&key::encode(&network)[..], source])?;
-                    }
-                }
-            }
+        if entries.len() > index::MAX_LISTED {
+            return Err(StoreError::ListTooLong {
+                count: entries.len(),
+                max: index::MAX_LISTED,
+            });
         }
+        let t0 = std::time::Instant::now();
+        let (tx, index) = self.write()?;
+        let t1 = t0.elapsed();
+        let mut plan = index.plan_sync(&source, &entries, now);
+        let t2 = t0.elapsed();
+        sync::write(&tx, &source, &entries, &plan, now)?;
+        let t3 = t0.elapsed();
         tx.commit()?;
-        index.apply_sync(&source, &plan);
+        let t4 = t0.elapsed();
         let report = SyncReport {
-            added: plan.added,
-            updated: plan.updated,
-            removed: plan.removed,
+            added: plan.added(),
+            updated: plan.updated(),
+            removed: plan.removed(),
             unchanged: plan.unchanged,
-            effects: index.effects(&plan.touched, now),
+            effects: std::mem::take(&mut plan.effects),
         };
-        self.garbage.push(Box::new(bans));
+        index.apply_sync(&source, plan);
+        let t5 = t0.elapsed();
+        eprintln!(
+            "begin {t1:.1?} plan {:.1?} write {:.1?} commit {:.1?} apply {:.1?}",
+            t2 - t1,
+            t3 - t2,
+            t4 - t3,
+            t5 - t4
+        );
+        self.garbage.push(Box::new(entries));
         Ok(report)
     }
 
@@ -301,10 +281,8 @@ impl Worker {
         tx.commit()?;
         let mut touched = Vec::new();
         for (source, networks) in expired {
-            for network in networks {
-                index.remove(&source, &network);
-                touched.push(network);
-            }
+            index.remove(&source, &networks);
+            touched.extend(networks);
         }
         touched.sort_unstable();
         touched.dedup();
