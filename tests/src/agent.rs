@@ -37,6 +37,9 @@ pub struct AgentOptions {
     /// The binary to run instead of the one [`binary::agent`] finds (the harness's own tests
     /// use a stand-in).
     pub binary: Option<PathBuf>,
+    /// `--database` instead of the SQLite file in the agent's directory, e.g. a
+    /// `postgresql://` URL (the flag may be given only once).
+    pub database: Option<OsString>,
 }
 
 impl AgentOptions {
@@ -46,7 +49,14 @@ impl AgentOptions {
             args: Vec::new(),
             env: Vec::new(),
             binary: None,
+            database: None,
         }
+    }
+
+    /// Runs the agent on this store (`--database`) instead of its own SQLite file.
+    pub fn database(mut self, database: impl AsRef<OsStr>) -> AgentOptions {
+        self.database = Some(database.as_ref().to_owned());
+        self
     }
 
     /// Adds a flag for `tracking agent run`.
@@ -288,7 +298,12 @@ impl Agent {
             .arg("--socket")
             .arg(&self.socket)
             .arg("--database")
-            .arg(&self.database)
+            .arg(
+                self.options
+                    .database
+                    .as_deref()
+                    .unwrap_or(self.database.as_os_str()),
+            )
             .arg("--bpffs-dir")
             .arg(&self.pins)
             .args(&self.options.args)

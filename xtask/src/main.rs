@@ -5,9 +5,11 @@
 //! - [`build`]: builds the agent (its build script builds the XDP program).
 //! - [`run`]: builds the agent and runs it on the interface of the default route.
 //! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
+//! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
 //! - [`route`]: finds the interface of the default route.
 //! - [`process`]: how child processes are found, started and reported.
 
+mod bench;
 mod build;
 mod process;
 mod route;
@@ -46,6 +48,18 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Run the benchmarks (all by default) on release builds, as root, and write the results
+    /// to docs/benchmarks.md.
+    Bench {
+        /// Benchmarks to run, e.g. `packet hook`; `all` or none for every one.
+        names: Vec<String>,
+        /// Small sizes that finish in seconds; results are only written with `--out`.
+        #[arg(long)]
+        quick: bool,
+        /// Write the results here instead of docs/benchmarks.md.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +90,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { agent_args } => run::run(agent_args),
         Command::Test { cargo_args } => test::run(cargo_args),
+        Command::Bench { names, quick, out } => bench::run(names, quick, out),
     }
 }
 
@@ -102,5 +117,14 @@ mod tests {
             panic!("expected the run command");
         };
         assert_eq!(agent_args, ["--iface", "eth1"]);
+
+        let cli = Cli::parse_from(["xtask", "bench", "hook", "active", "--quick"]);
+        let Command::Bench { names, quick, out } = cli.command else {
+            panic!("expected the bench command");
+        };
+        assert_eq!(
+            (names, quick, out),
+            (vec!["hook".into(), "active".into()], true, None)
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! What the build needs: nightly with `rust-src` (the XDP program is built with
 //! `-Z build-std=core`), and bpf-linker, which links against LLVM 22. What the test suite needs:
 //! `ip` and `nsenter` for network namespaces, bpftool to inspect programs, a PostgreSQL server
-//! and chromium for the tests that use them.
+//! and chromium for the tests that use them; wrk for the benchmarks.
 
 use anyhow::{Context as _, bail};
 
@@ -30,6 +30,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the PostgreSQL store's tests start a throwaway server",
     ),
     ("chromium", "the admin and map pages' browser tests"),
+    ("wrk", "the hook benchmark's HTTP load generator"),
     (
         "nftables",
         "the flood and load benchmarks compare with an nftables set",

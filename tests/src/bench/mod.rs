@@ -9,14 +9,25 @@
 //!   and a 1% re-sync.
 //! - [`lists`], [`firewall`] and [`release`]: the lists in each tool's format, the peers' tables
 //!   and sets as guards, and the release agent.
+//! - [`hook`]: visits a second through the HTTP hook, SQLite and PostgreSQL, against an HTTP floor.
+//! - [`active`]: active counts from memory at the server, against COUNT queries on each store.
+//! - [`memory`]: kernel memory of the maps, and the agent's peak RSS under the hook's load.
+//! - [`site`] and [`wrk`]: the agent or the floor in a namespace, and the load generator;
+//!   [`cpu`]: who used the cores meanwhile.
 
+pub mod active;
+pub mod cpu;
 pub mod firewall;
 pub mod flood;
+pub mod hook;
 pub mod lists;
 pub mod load;
+pub mod memory;
 pub mod packet;
 pub mod release;
 pub mod report;
+pub mod site;
+pub mod wrk;
 
 pub use report::{Report, Row, machine};
 

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use tests::bench::{self, Report, Scale};
 
-const ALL: [&str; 3] = ["packet", "flood", "load"];
+const ALL: [&str; 6] = ["packet", "flood", "load", "hook", "active", "memory"];
 
 fn main() -> ExitCode {
     let mut names = Vec::new();
@@ -58,6 +58,9 @@ fn main() -> ExitCode {
             "packet" => bench::packet::run(scale),
             "flood" => bench::flood::run(scale),
             "load" => bench::load::run(scale),
+            "hook" => bench::hook::run(scale),
+            "active" => bench::active::run(scale),
+            "memory" => bench::memory::run(scale),
             _ => unreachable!("checked above"),
         };
         match result {

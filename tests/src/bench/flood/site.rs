@@ -2,7 +2,7 @@
 //! counter says it handled, and where the CPU time went.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use super::{cpu, offload, udp};
+use super::{cpu, live, offload, udp};
 use crate::{
     Agent, AgentOptions, Topology,
     bench::{
@@ -25,6 +25,8 @@ use crate::{
 pub const BANS: usize = 100_000;
 /// Where the flood goes (the discard port).
 const PORT: u16 = 9;
+/// The live frames' source port (the socket's is whatever the kernel picked).
+const LIVE_PORT: u16 = 40_000;
 /// How long after the sender stops the counters are read: what is still in the veth's ring or
 /// the socket is handled by then.
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -65,6 +67,19 @@ impl Method {
     }
 }
 
+/// How a flood is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// Raw frames into the client's veth end, like a NIC's: see [`live`].
+    Live,
+    /// A UDP socket's `sendmmsg`: see [`udp`].
+    Socket,
+}
+
+impl Sender {
+    pub const ALL: [Sender; 2] = [Sender::Live, Sender::Socket];
+}
+
 /// What holds the bans in a site. Rules go before the sets they use.
 enum Filter {
     Xdp(Box<Agent>),
@@ -100,6 +115,8 @@ pub struct Site {
     receiver: UdpSocket,
     /// In the client namespace, bound to the banned source, connected to the receiver.
     sender: UdpSocket,
+    /// The same datagram as a raw frame, sent out of the client's end.
+    live: live::Live,
     topology: Topology,
 }
 
@@ -145,6 +162,13 @@ impl Site {
         let from = SocketAddr::new(topology.client_v4()[0].into(), 0);
         let receiver = server.run(|| udp::receiver(to))?;
         let sender = topology.client().run(|| udp::sender(from, to))?;
+        let frame = live::frame(
+            live::mac(server, &iface)?,
+            live::mac(topology.client(), topology.client_iface())?,
+            SocketAddrV4::new(topology.client_v4()[0], LIVE_PORT),
+            SocketAddrV4::new(topology.server_v4(), PORT),
+        );
+        let live = live::Live::new(topology.client(), topology.client_iface(), frame)?;
         let filter = match method {
             Method::Floor => {
                 floor(&topology)?;
@@ -164,16 +188,19 @@ impl Site {
             filter,
             receiver,
             sender,
+            live,
             topology,
         };
-        // A first flood resolves the neighbour, and shows the counters work.
-        let warm = site.flood(WARM_UP, cpus)?;
-        ensure!(
-            warm.handled > 0,
-            "{}: the warm-up flood of {} packets was not counted",
-            method.label(),
-            warm.sent.packets
-        );
+        // A first flood of each kind resolves the neighbour, and shows the counters work.
+        for how in Sender::ALL {
+            let warm = site.flood(how, WARM_UP, cpus)?;
+            ensure!(
+                warm.handled > 0,
+                "{}: the warm-up flood of {} packets ({how:?}) was not counted",
+                method.label(),
+                warm.sent.packets
+            );
+        }
         Ok(site)
     }
 
@@ -203,7 +230,7 @@ impl Site {
     }
 
     /// Floods for `duration` and reads what happened.
-    pub fn flood(&self, duration: Duration, cpus: Cpus) -> anyhow::Result<Sample> {
+    pub fn flood(&self, how: Sender, duration: Duration, cpus: Cpus) -> anyhow::Result<Sample> {
         let before = self.dropped()?;
         let line = format!("cpu{}", cpus.send);
         // The sending CPU's softirq time while nothing is sent (timers, RCU, other tenants'
@@ -223,9 +250,18 @@ impl Site {
                 udp::count(&self.receiver, &stop)
             });
             let sent = s
-                .spawn(|| {
-                    cpu::pin_this_thread(cpus.send)?;
-                    udp::flood(&self.sender, duration)
+                .spawn(|| -> anyhow::Result<udp::Sent> {
+                    match how {
+                        Sender::Socket => {
+                            cpu::pin_this_thread(cpus.send)?;
+                            Ok(udp::flood(&self.sender, duration)?)
+                        }
+                        // The test run redirects in the calling thread's namespace.
+                        Sender::Live => self.topology.client().run(|| {
+                            cpu::pin_this_thread(cpus.send)?;
+                            self.live.flood(duration)
+                        }),
+                    }
                 })
                 .join();
             std::thread::sleep(SETTLE);
