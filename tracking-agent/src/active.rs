@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     time::Timestamp,
-    visit::{SESSION_IDLE, Visit, Visitor, merge},
+    visit::{SESSION_IDLE, Visit, Visitor},
 };
 
 /// Active visitors, in total or on one page.
@@ -98,15 +98,62 @@ impl ActiveIndex {
 
     /// Records one visit and returns its visitor as it now stands.
     pub fn observe(&mut self, visit: &Visit, now: Timestamp) -> Visitor {
-        let delta = merge(std::slice::from_ref(visit))
-            .pop()
-            .expect("one visit, one delta");
-        let visitor = match self.visitors.get(&delta.key) {
-            Some(old) => delta.apply_to(old),
-            None => delta.as_new_visitor(),
+        self.record(visit, now, Visitor::clone)
+    }
+
+    /// Records one visit and hands its visitor, as it now stands, to `view`.
+    ///
+    /// The hook's path: the record is updated in place by the rule of
+    /// [`crate::visit::VisitorDelta::apply_to`] for a delta of this one visit, without building
+    /// the delta, and nothing is cloned unless `view` clones it.
+    pub fn record<R>(
+        &mut self,
+        visit: &Visit,
+        now: Timestamp,
+        view: impl FnOnce(&Visitor) -> R,
+    ) -> R {
+        let key = visit.key();
+        let forget = now.as_millis() - self.keep_ms;
+        let Some(v) = self.visitors.get_mut(&key) else {
+            let visitor = Visitor {
+                key,
+                session_key: visit.session_key.clone(),
+                ip: visit.ip,
+                user_agent: visit.user_agent.clone(),
+                user: visit.user.clone(),
+                referrer: visit.referrer.clone(),
+                last_page: visit.url.clone(),
+                page_views: 1,
+                session_start: visit.at,
+                last_update: visit.at,
+            };
+            let seen = view(&visitor);
+            if visitor.last_update.as_millis() >= forget {
+                self.put(visitor, now);
+            }
+            return seen;
         };
-        self.put(visitor.clone(), now);
-        visitor
+        let old_ms = v.last_update.as_millis();
+        if old_ms >= self.cutoff {
+            untally(&mut self.total, &mut self.pages, v);
+        }
+        apply_visit(v, visit);
+        let new_ms = v.last_update.as_millis();
+        if new_ms != old_ms || new_ms < forget {
+            // The key is lent to the probe rather than cloned for it.
+            let probe = (old_ms, std::mem::take(&mut v.key));
+            self.order.remove(&probe);
+            v.key = probe.1;
+            if new_ms < forget {
+                let gone = self.visitors.remove(&key).expect("held");
+                return view(&gone);
+            }
+            self.order.insert((new_ms, v.key.clone()));
+        }
+        if new_ms >= self.cutoff {
+            tally(&mut self.total, &mut self.pages, v);
+        }
+        view(v)
     }
 
     fn put(&mut self, visitor: Visitor, now: Timestamp) {
@@ -133,18 +180,11 @@ impl ActiveIndex {
     }
 
     fn tally(&mut self, v: &Visitor) {
-        self.total.add(v);
-        self.pages.entry(v.last_page.clone()).or_default().add(v);
+        tally(&mut self.total, &mut self.pages, v);
     }
 
     fn untally(&mut self, v: &Visitor) {
-        self.total.remove(v);
-        if let Some(page) = self.pages.get_mut(&v.last_page) {
-            page.remove(v);
-            if page.visitors == 0 {
-                self.pages.remove(&v.last_page);
-            }
-        }
+        untally(&mut self.total, &mut self.pages, v);
     }
 
     /// Moves the clock to `now`: returns the visitors that stopped being active since the last
@@ -223,9 +263,53 @@ impl ActiveIndex {
     }
 }
 
+/// Counts an active visitor in the total and on its page.
+fn tally(total: &mut Tally, pages: &mut HashMap<String, Tally>, v: &Visitor) {
+    total.add(v);
+    match pages.get_mut(&v.last_page) {
+        Some(page) => page.add(v),
+        None => pages.entry(v.last_page.clone()).or_default().add(v),
+    }
+}
+
+/// Takes a visitor who was active out of the total and its page.
+fn untally(total: &mut Tally, pages: &mut HashMap<String, Tally>, v: &Visitor) {
+    total.remove(v);
+    if let Some(page) = pages.get_mut(&v.last_page) {
+        page.remove(v);
+        if page.visitors == 0 {
+            pages.remove(&v.last_page);
+        }
+    }
+}
+
+/// [`crate::visit::VisitorDelta::apply_to`] for the delta of one visit, in place: after an
+/// hour idle the session starts over, else views add up and the rest comes from the visit if it
+/// is at least as recent. `clone_from` reuses the record's buffers.
+fn apply_visit(v: &mut Visitor, visit: &Visit) {
+    let idle = visit.at.as_millis() - v.last_update.as_millis() > SESSION_IDLE.as_millis() as i64;
+    v.session_key.clone_from(&visit.session_key);
+    if idle || visit.at >= v.last_update {
+        v.ip = visit.ip;
+        v.user_agent.clone_from(&visit.user_agent);
+        v.user.clone_from(&visit.user);
+        v.last_page.clone_from(&visit.url);
+    }
+    if idle {
+        v.referrer.clone_from(&visit.referrer);
+        v.page_views = 1;
+        v.session_start = visit.at;
+        v.last_update = visit.at;
+    } else {
+        v.page_views += 1;
+        v.last_update = v.last_update.max(visit.at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::visit::merge;
 
     const MIN: i64 = 60_000;
 
@@ -404,6 +488,46 @@ mod tests {
                         .all(|v| v.last_update.as_millis() >= now - 10 * MIN)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn recording_a_visit_applies_the_session_rule_of_the_stores() {
+        let mut x: u64 = 11;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut now = 1000 * MIN;
+        let mut idx = index(now);
+        let mut reference: HashMap<String, Visitor> = HashMap::new();
+        for _ in 0..3000 {
+            now += (rnd() % (3 * MIN as u64)) as i64;
+            // Some visits arrive dated a little in the past, out of order.
+            let at_ms = now - (rnd() % 3 == 0) as i64 * (rnd() % (2 * MIN as u64)) as i64;
+            let mut v = visit(
+                &format!("s{}", rnd() % 40),
+                &format!("/p{}", rnd() % 5),
+                (rnd() % 2 == 0).then_some("u"),
+                at_ms,
+            );
+            v.referrer = Some(format!("https://r{}.example/", rnd() % 3));
+            v.user_agent = format!("UA {}", rnd() % 3);
+            let delta = merge(std::slice::from_ref(&v)).pop().unwrap();
+            let expected = match reference.get(&delta.key) {
+                Some(old)
+                    if old.last_update.as_millis() >= now - SESSION_IDLE.as_millis() as i64 =>
+                {
+                    delta.apply_to(old)
+                }
+                _ => delta.as_new_visitor(),
+            };
+            idx.advance(at(now));
+            let got = idx.observe(&v, at(now));
+            assert_eq!(got, expected);
+            reference.insert(delta.key.clone(), expected);
         }
     }
 }

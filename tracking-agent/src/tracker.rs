@@ -30,6 +30,11 @@ use crate::{
 const QUEUE: usize = 65_536;
 /// Visits per store transaction at most.
 const BATCH: usize = 5_000;
+/// Store transactions start at most this often. A transaction costs by the pages it writes
+/// more than by the visits in it, so under load the visits of this long go in one; a visit
+/// after a quiet spell is stored at once. It is also how much longer than the transaction
+/// itself an acknowledged visit may wait in memory (and be lost if the agent crashes).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Visitor records deleted per clean-up transaction.
 const CLEANUP_BATCH: usize = 1_000;
 /// Live-feed events buffered per subscriber; a slower page misses events and catches up.
@@ -219,19 +224,23 @@ impl Tracker {
             visit.ip = anonymize(visit.ip);
         }
         let now = Timestamp::now();
-        let (visitor, active, counts) = {
+        let timeout_ms = self.config.tracking_timeout.as_millis() as i64;
+        // The visitor is only copied out for the live feed, when someone watches it.
+        let watched = self.feed.receiver_count() > 0;
+        let (view, counts) = {
             let mut index = self.active.lock().expect("index lock");
             let left = index.advance(now);
-            let visitor = index.observe(&visit, now);
+            let view = index.record(&visit, now, |visitor| {
+                let active = visitor.last_update.as_millis() >= now.as_millis() - timeout_ms;
+                watched.then(|| VisitorView::new(visitor, active))
+            });
             let counts = index.counts(None);
             self.announce_left(left, counts);
-            let active = visitor.last_update.as_millis()
-                >= now.as_millis() - self.config.tracking_timeout.as_millis() as i64;
-            (visitor, active, counts)
+            (view, counts)
         };
-        if self.feed.receiver_count() > 0 {
+        if let Some(visitor) = view {
             let _ = self.feed.send(Arc::new(FeedEvent::Visit {
-                visitor: VisitorView::new(&visitor, active),
+                visitor,
                 active: counts,
             }));
         }
@@ -373,7 +382,17 @@ async fn write_visits(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut stopping = false;
+    let mut last_commit: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(last) = last_commit.filter(|_| !stopping) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(last + COMMIT_INTERVAL) => {}
+                _ = &mut stop => {
+                    stopping = true;
+                    rx.close();
+                }
+            }
+        }
         let n = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => n,
             _ = &mut stop, if !stopping => {
@@ -385,10 +404,13 @@ async fn write_visits(
         if n == 0 {
             return;
         }
-        let deltas = merge(&batch);
+        last_commit = Some(tokio::time::Instant::now());
+        // Merged again for a retry rather than copied for every attempt.
+        let mut deltas = Some(merge(&batch));
         let mut attempt = 0;
         let stored = loop {
-            match store.record_visits(deltas.clone()).await {
+            let attempt_deltas = deltas.take().unwrap_or_else(|| merge(&batch));
+            match store.record_visits(attempt_deltas).await {
                 Ok(()) => break true,
                 Err(e) if attempt < 5 => {
                     attempt += 1;

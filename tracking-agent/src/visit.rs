@@ -132,33 +132,38 @@ impl VisitorDelta {
 
 /// Folds a batch of visits into one delta per visitor, in order of first appearance.
 pub fn merge(visits: &[Visit]) -> Vec<VisitorDelta> {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_key: HashMap<String, Vec<&Visit>> = HashMap::new();
-    for v in visits {
-        let key = v.key();
-        by_key
-            .entry(key.clone())
-            .or_insert_with(|| {
-                order.push(key);
-                Vec::new()
-            })
-            .push(v);
+    // Each visit's visitor, numbered in order of first appearance; a key is made once a visit
+    // and kept once a visitor.
+    let mut numbers: HashMap<String, usize> = HashMap::with_capacity(visits.len());
+    let visitor: Vec<usize> = visits
+        .iter()
+        .map(|v| {
+            let next = numbers.len();
+            *numbers.entry(v.key()).or_insert(next)
+        })
+        .collect();
+    let mut keys = vec![String::new(); numbers.len()];
+    for (key, n) in numbers {
+        keys[n] = key;
     }
+    // The visits by visitor, then time; of visits of one time, in the order given.
+    let mut order: Vec<usize> = (0..visits.len()).collect();
+    order.sort_unstable_by_key(|&i| (visitor[i], visits[i].at, i));
     order
-        .into_iter()
-        .map(|key| {
-            let mut vs = by_key.remove(&key).expect("key recorded");
-            vs.sort_by_key(|v| v.at);
+        .chunk_by(|&a, &b| visitor[a] == visitor[b])
+        .zip(keys)
+        .map(|(run, key)| {
+            let vs = |j: usize| &visits[run[j]];
             // The last session restart inside the batch, if any.
-            let start = (1..vs.len())
+            let start = (1..run.len())
                 .rev()
-                .find(|&i| {
-                    vs[i].at.as_millis() - vs[i - 1].at.as_millis()
+                .find(|&j| {
+                    vs(j).at.as_millis() - vs(j - 1).at.as_millis()
                         > SESSION_IDLE.as_millis() as i64
                 })
                 .unwrap_or(0);
-            let first = vs[start];
-            let last = vs[vs.len() - 1];
+            let first = vs(start);
+            let last = vs(run.len() - 1);
             VisitorDelta {
                 key,
                 session_key: last.session_key.clone(),
@@ -167,7 +172,7 @@ pub fn merge(visits: &[Visit]) -> Vec<VisitorDelta> {
                 user: last.user.clone(),
                 referrer: first.referrer.clone(),
                 last_page: last.url.clone(),
-                page_views: (vs.len() - start) as u64,
+                page_views: (run.len() - start) as u64,
                 first_at: first.at,
                 last_at: last.at,
                 restart: start > 0,
