@@ -2,7 +2,7 @@
 //! app makes. A visit is validated field by field so that the answer names what is wrong, and a
 //! batch is validated whole before any of it is tracked: bad input stores nothing.
 
-use std::{net::IpAddr, time::Instant};
+use std::{borrow::Cow, fmt, net::IpAddr, time::Instant};
 
 use axum::{
     Json, Router,
@@ -13,8 +13,11 @@ use axum::{
     response::Response,
     routing::{get, post},
 };
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
+use serde_json::{Number, Value};
 
 use super::{ApiError, App};
 use crate::{active::Counts, time::Timestamp, visit::Visit};
@@ -68,6 +71,18 @@ pub struct HookReply {
     pub banned: bool,
 }
 
+impl HookReply {
+    /// The answer as JSON, as `serde_json` writes it: one of four texts.
+    fn as_json(&self) -> &'static str {
+        match (self.tracked, self.banned) {
+            (false, false) => r#"{"tracked":false,"banned":false}"#,
+            (false, true) => r#"{"tracked":false,"banned":true}"#,
+            (true, false) => r#"{"tracked":true,"banned":false}"#,
+            (true, true) => r#"{"tracked":true,"banned":true}"#,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BatchReply {
     pub results: Vec<HookReply>,
@@ -77,11 +92,19 @@ async fn one(
     State(app): State<App>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<HookReply>), ApiError> {
-    let value = json_body(&headers, body, MAX_VISIT_BYTES)?;
-    let visit = parse_visit(&value, Timestamp::now())
+) -> Result<(StatusCode, [(HeaderName, &'static str); 1], &'static str), ApiError> {
+    let body = checked_body(&headers, body, MAX_VISIT_BYTES)?;
+    // Read straight into the fields the hook knows, borrowing strings from the body, rather
+    // than into a `Value` first: this is the agent's busiest path.
+    let fields: Fields<'_> = serde_json::from_slice(&body).map_err(not_json)?;
+    let visit = validate(fields, Timestamp::now())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    Ok((StatusCode::ACCEPTED, Json(app.hook(visit).await)))
+    let reply = app.hook(visit).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        [(CONTENT_TYPE, "application/json")],
+        reply.as_json(),
+    ))
 }
 
 async fn batch(
@@ -162,6 +185,15 @@ fn json_body(
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<Value, ApiError> {
+    serde_json::from_slice(&checked_body(headers, body, limit)?).map_err(not_json)
+}
+
+/// The body, if it is declared JSON and is not too large.
+fn checked_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -173,7 +205,7 @@ fn json_body(
             "send visits as JSON with `Content-Type: application/json`",
         ));
     }
-    let body = body.map_err(|r| {
+    body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -182,35 +214,233 @@ fn json_body(
         } else {
             ApiError::new(r.status(), r.body_text())
         }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the body is not valid JSON: {e}"),
-        )
     })
+}
+
+fn not_json(e: serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        format!("the body is not valid JSON: {e}"),
+    )
+}
+
+/// A JSON value as validation sees it: strings and numbers, and the kind of anything else.
+#[derive(Debug)]
+enum Field<'a> {
+    Null,
+    /// Borrowed from the body unless it had escapes.
+    Str(Cow<'a, str>),
+    Number(Number),
+    /// Neither: its kind, for the error.
+    Other(&'static str),
+}
+
+impl<'a> From<&'a Value> for Field<'a> {
+    fn from(v: &'a Value) -> Self {
+        match v {
+            Value::Null => Field::Null,
+            Value::String(s) => Field::Str(Cow::Borrowed(s)),
+            Value::Number(n) => Field::Number(n.clone()),
+            other => Field::Other(kind(other)),
+        }
+    }
+}
+
+/// Reads any JSON value as a [`Field`], skipping over arrays and objects.
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Field<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Number(n.into()))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Field<'de>, E> {
+        // As `Value` does: a number that is not finite is null.
+        Ok(Number::from_f64(n).map_or(Field::Null, Field::Number))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(s.to_string())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Other("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Other("an object"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+/// The fields of a visit the hook knows; `None` when absent. `object` is false when the visit
+/// was not a JSON object at all.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    object: bool,
+    ip: Option<Field<'a>>,
+    session_key: Option<Field<'a>>,
+    user_agent: Option<Field<'a>>,
+    user: Option<Field<'a>>,
+    referrer: Option<Field<'a>>,
+    url: Option<Field<'a>>,
+    at: Option<Field<'a>>,
+}
+
+impl<'a> Fields<'a> {
+    /// The slot of a known field; `None` for the others, which are ignored.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Field<'a>>> {
+        Some(match name {
+            "ip" => &mut self.ip,
+            "session_key" => &mut self.session_key,
+            "user_agent" => &mut self.user_agent,
+            "user" => &mut self.user,
+            "referrer" => &mut self.referrer,
+            "url" => &mut self.url,
+            "at" => &mut self.at,
+            _ => return None,
+        })
+    }
+
+    fn of_value(value: &'a Value) -> Self {
+        let mut fields = Fields::default();
+        if let Value::Object(obj) = value {
+            fields.object = true;
+            for (name, v) in obj {
+                if let Some(slot) = fields.slot(name) {
+                    *slot = Some(Field::from(v));
+                }
+            }
+        }
+        fields
+    }
+}
+
+/// A field name, borrowed when it can be.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields {
+                    object: true,
+                    ..Fields::default()
+                };
+                // Of a field given twice the last counts, as in a `Value`.
+                while let Some(Name(name)) = map.next_key()? {
+                    match fields.slot(&name) {
+                        Some(slot) => *slot = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Fields<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Fields::default())
+            }
+            fn visit_unit<E>(self) -> Result<Fields<'de>, E> {
+                Ok(Fields::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Fields<'de>, E> {
+                Ok(Fields::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Fields<'de>, E> {
+                Ok(Fields::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Fields<'de>, E> {
+                Ok(Fields::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Fields<'de>, E> {
+                Ok(Fields::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Fields<'de>, E> {
+                Ok(Fields::default())
+            }
+        }
+        d.deserialize_any(FieldsVisitor)
+    }
 }
 
 /// Validates one visit. Unknown fields are ignored; known ones must have the right type.
 pub fn parse_visit(value: &Value, now: Timestamp) -> Result<Visit, String> {
-    let Value::Object(obj) = value else {
+    validate(Fields::of_value(value), now)
+}
+
+/// [`parse_visit`] on the fields as read.
+fn validate(fields: Fields<'_>, now: Timestamp) -> Result<Visit, String> {
+    if !fields.object {
         return Err("a visit must be a JSON object".into());
-    };
-    let ip = match obj.get("ip") {
-        None | Some(Value::Null) => return Err("`ip` is missing".into()),
-        Some(Value::String(s)) => s
+    }
+    let ip = match &fields.ip {
+        None | Some(Field::Null) => return Err("`ip` is missing".into()),
+        Some(Field::Str(s)) => s
             .trim()
             .parse::<IpAddr>()
             .map(|ip| ip.to_canonical())
             .map_err(|_| format!("`ip`: `{s}` is not an IPv4 or IPv6 address"))?,
-        Some(other) => return Err(format!("`ip` must be a string, not {}", kind(other))),
+        Some(other) => return Err(format!("`ip` must be a string, not {}", kind_of(other))),
     };
-    let url = match text(obj, "url", 4096)? {
+    let url = match text(fields.url, "url", 4096)? {
         None => "/".to_string(),
-        Some(u) if u.starts_with('/') => {
+        Some(mut u) if u.starts_with('/') => {
             // Pages are counted by path: the query and fragment are not part of it.
             let end = u.find(['?', '#']).unwrap_or(u.len());
-            u[..end].to_string()
+            u.truncate(end);
+            u
         }
         Some(u) => {
             return Err(format!(
@@ -219,59 +449,71 @@ pub fn parse_visit(value: &Value, now: Timestamp) -> Result<Visit, String> {
             ));
         }
     };
-    let at = match obj.get("at") {
-        None | Some(Value::Null) => now,
-        Some(Value::String(s)) => {
+    let at = match &fields.at {
+        None | Some(Field::Null) => now,
+        Some(Field::Str(s)) => {
             let at = Timestamp::parse(s).map_err(|e| format!("`at`: {e}"))?;
             if at.as_millis() > now.as_millis() + MAX_SKEW_MS {
                 return Err(format!("`at` ({at}) is more than 5 minutes in the future"));
             }
             at
         }
-        Some(other) => return Err(format!("`at` must be a string, not {}", kind(other))),
+        Some(other) => return Err(format!("`at` must be a string, not {}", kind_of(other))),
     };
-    let user = match obj.get("user") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.trim().is_empty() => None,
-        Some(Value::String(s)) if s.len() > 256 => {
+    let user = match &fields.user {
+        None | Some(Field::Null) => None,
+        Some(Field::Str(s)) if s.trim().is_empty() => None,
+        Some(Field::Str(s)) if s.len() > 256 => {
             return Err("`user` is longer than 256 characters".into());
         }
-        Some(Value::String(s)) if s.trim().chars().any(char::is_control) => {
+        Some(Field::Str(s)) if s.trim().chars().any(char::is_control) => {
             return Err("`user` contains a control character".into());
         }
-        Some(Value::String(s)) => Some(s.trim().to_string()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Field::Str(s)) => Some(s.trim().to_string()),
+        Some(Field::Number(n)) => Some(n.to_string()),
         Some(other) => {
             return Err(format!(
                 "`user` must be a string or a number, not {}",
-                kind(other)
+                kind_of(other)
             ));
         }
     };
     Ok(Visit {
         ip,
-        session_key: text(obj, "session_key", 256)?.filter(|s| !s.is_empty()),
-        user_agent: text(obj, "user_agent", 2048)?.unwrap_or_default(),
+        session_key: text(fields.session_key, "session_key", 256)?.filter(|s| !s.is_empty()),
+        user_agent: text(fields.user_agent, "user_agent", 2048)?.unwrap_or_default(),
         user,
-        referrer: text(obj, "referrer", 4096)?.filter(|s| !s.is_empty()),
+        referrer: text(fields.referrer, "referrer", 4096)?.filter(|s| !s.is_empty()),
         url,
         at,
     })
 }
 
 /// An optional string field of at most `max` bytes.
-fn text(obj: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, String> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() > max => {
+fn text(value: Option<Field<'_>>, field: &str, max: usize) -> Result<Option<String>, String> {
+    match value {
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Str(s)) if s.len() > max => {
             Err(format!("`{field}` is longer than {max} bytes"))
         }
         // No header or path holds control characters, and PostgreSQL text refuses NUL.
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
+        Some(Field::Str(s)) if s.chars().any(char::is_control) => {
             Err(format!("`{field}` contains a control character"))
         }
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("`{field}` must be a string, not {}", kind(other))),
+        Some(Field::Str(s)) => Ok(Some(s.into_owned())),
+        Some(other) => Err(format!(
+            "`{field}` must be a string, not {}",
+            kind_of(&other)
+        )),
+    }
+}
+
+fn kind_of(f: &Field<'_>) -> &'static str {
+    match f {
+        Field::Null => "null",
+        Field::Str(_) => "a string",
+        Field::Number(_) => "a number",
+        Field::Other(kind) => kind,
     }
 }
 
@@ -299,8 +541,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Parses a visit both ways, as a `Value` (the batch) and from the text (one visit), and
+    /// checks they agree.
     fn parse(v: Value) -> Result<Visit, String> {
-        parse_visit(&v, Timestamp::from_millis(1_800_000_000_000))
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let from_value = parse_visit(&v, now);
+        let text = serde_json::to_vec(&v).unwrap();
+        let from_text = validate(serde_json::from_slice(&text).unwrap(), now);
+        assert_eq!(from_value, from_text, "{v}");
+        from_value
+    }
+
+    #[test]
+    fn escaped_and_repeated_fields_read_as_in_a_value() {
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let text = br#"{"ip":"192.0.2.1","url":"/a\u0062","url":"/c","x":{"y":[1,{"z":null}]},"user":1.5}"#;
+        let visit = validate(serde_json::from_slice(text).unwrap(), now).unwrap();
+        let value: Value = serde_json::from_slice(text).unwrap();
+        assert_eq!(visit, parse_visit(&value, now).unwrap());
+        assert_eq!(
+            (visit.url.as_str(), visit.user.as_deref()),
+            ("/c", Some("1.5"))
+        );
+        let text = br#"{"ip":"192.0.2.1","user_agent":"a\"b\u00e9"}"#;
+        let visit = validate(serde_json::from_slice(text).unwrap(), now).unwrap();
+        assert_eq!(visit.user_agent, "a\"b\u{e9}");
+        for not_an_object in [&b"[1,2]"[..], b"null", b"\"x\"", b"3", b"true"] {
+            let fields: Fields<'_> = serde_json::from_slice(not_an_object).unwrap();
+            assert_eq!(
+                validate(fields, now).unwrap_err(),
+                "a visit must be a JSON object"
+            );
+        }
+    }
+
+    #[test]
+    fn the_answer_is_the_json_of_the_reply() {
+        for tracked in [false, true] {
+            for banned in [false, true] {
+                let reply = HookReply { tracked, banned };
+                assert_eq!(reply.as_json(), serde_json::to_string(&reply).unwrap());
+            }
+        }
     }
 
     #[test]
