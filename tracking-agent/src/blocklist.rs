@@ -167,6 +167,21 @@ struct Piece {
 }
 
 impl Piece {
+    /// Adds the entry of a good line, unless a line before it was bad: past the first error the
+    /// entries are thrown away, and only errors are still looked for.
+    #[inline]
+    fn keep(&mut self, network: IpNet, reason: Box<str>, line: usize, host_bits_cleared: bool) {
+        if self.errors.is_empty() {
+            self.hashes.push(hash(&network));
+            self.entries.push(Entry {
+                network,
+                reason,
+                line,
+                host_bits_cleared,
+            });
+        }
+    }
+
     /// This piece followed by `next`, the lines after it.
     fn then(mut self, next: Piece) -> Piece {
         self.entries.extend(next.entries);
@@ -191,45 +206,39 @@ fn parse_piece(text: &str, first_line: usize, lines: usize) -> Piece {
     let mut start = 0;
     let mut line = first_line;
     while start < bytes.len() {
-        let (parsed, next) = match quick_ipv4(bytes, start) {
-            Some((network, host_bits_cleared, After::End { next })) => {
-                (Ok(Some((network, Box::default(), host_bits_cleared))), next)
-            }
-            Some((network, host_bits_cleared, After::Comment { at })) => {
-                let (end, next) = line_end(bytes, start, at);
-                let reason = reason_of(&text[at..end]);
-                (Ok(Some((network, reason, host_bits_cleared))), next)
-            }
-            None => {
-                let (end, next) = line_end(bytes, start, start);
-                let raw = &text[start..end];
-                (parse_line(raw).map_err(|message| (message, raw)), next)
-            }
-        };
-        match parsed {
+        let number = line;
+        line += 1;
+        // A plain line, nearly every line of a big list, goes straight into the entries.
+        if let Some((network, host_bits_cleared, after)) = quick_ipv4(bytes, start) {
+            let reason = match after {
+                After::End { next } => {
+                    start = next;
+                    Box::default()
+                }
+                After::Comment { at } => {
+                    let (end, next) = line_end(bytes, start, at);
+                    start = next;
+                    reason_of(&text[at..end])
+                }
+            };
+            piece.keep(network, reason, number, host_bits_cleared);
+            continue;
+        }
+        let (end, next) = line_end(bytes, start, start);
+        let raw = &text[start..end];
+        start = next;
+        match parse_line(raw) {
             Ok(None) => {}
-            // Past the first error the entries are thrown away; only errors are still looked for.
-            Ok(Some(_)) if !piece.errors.is_empty() => {}
             Ok(Some((network, reason, host_bits_cleared))) => {
-                piece.hashes.push(hash(&network));
-                piece.entries.push(Entry {
-                    network,
-                    reason,
-                    line,
-                    host_bits_cleared,
-                });
+                piece.keep(network, reason, number, host_bits_cleared)
             }
-            Err((message, raw)) if piece.errors.len() < MAX_ERRORS => {
-                piece.errors.push(LineError {
-                    line,
-                    text: quote(raw),
-                    message,
-                })
-            }
+            Err(message) if piece.errors.len() < MAX_ERRORS => piece.errors.push(LineError {
+                line: number,
+                text: quote(raw),
+                message,
+            }),
             Err(_) => piece.unreported += 1,
         }
-        start = next;
-        line += 1;
     }
     piece
 }
