@@ -348,9 +348,13 @@ impl Index {
         let (mut listed, mut spare) = std::mem::take(&mut self.scratch);
         listed.clear();
         let mut listed_v6: Vec<(V6, u32)> = Vec::new();
-        let mut any_reason = false;
+        // Which entries have a reason, a bit each. The walk visits the entries in network
+        // order, all over the list: it reads an entry only for a reason this says it has.
+        let mut reasoned = vec![0u64; entries.len().div_ceil(64)];
         for (position, entry) in entries.iter().enumerate() {
-            any_reason |= !entry.reason.is_empty();
+            if !entry.reason.is_empty() {
+                reasoned[position / 64] |= 1 << (position % 64);
+            }
             match entry.network.trunc() {
                 IpNet::V4(net) => listed.push(pack(&net, position)),
                 IpNet::V6(net) => listed_v6.push((records::v6(&net), position as u32)),
@@ -360,11 +364,14 @@ impl Index {
         radix::sort_by_key_in(&mut listed, &mut spare, sort_key);
         listed_v6.sort_unstable();
 
-        // Most big lists have no reasons at all: one hash does for every entry.
+        // Most entries of big lists have no reason: one hash does for all of them.
         let no_reason = self.reasons.hash_one("");
-        let tag = |position: u32| match any_reason {
-            false => no_reason,
-            true => self.reasons.hash_one(&*entries[position as usize].reason),
+        let tag = |position: u32| {
+            let position = position as usize;
+            match reasoned[position / 64] >> (position % 64) & 1 {
+                0 => no_reason,
+                _ => self.reasons.hash_one(&*entries[position].reason),
+            }
         };
         let empty = Records::default();
         let old = self.by_source.get(source).unwrap_or(&empty);
