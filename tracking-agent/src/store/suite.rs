@@ -48,6 +48,7 @@ macro_rules! store_suite {
             syncing_an_empty_list_removes_every_record_of_the_source,
             a_synced_list_keeps_the_first_entry_of_each_network_with_host_bits_cleared,
             a_large_resync_touches_only_what_changed,
+            a_resync_removing_and_adding_all_over_the_list_writes_exactly_the_delta,
             expired_records_are_not_effective_and_are_reaped,
             the_allowlist_is_added_listed_and_removed,
             a_first_visit_makes_a_visitor,
@@ -570,6 +571,59 @@ pub async fn a_large_resync_touches_only_what_changed(store: &dyn Store) {
     );
     assert_eq!(second.effects.len(), 100, "the added and the removed");
     assert_eq!(store.list_bans().await.unwrap().len(), 5_000);
+}
+
+pub async fn a_resync_removing_and_adding_all_over_the_list_writes_exactly_the_delta(
+    store: &dyn Store,
+) {
+    let old: Vec<IpNet> = (0..1_000u32).map(|i| host(0x0a00_0000 + 2 * i)).collect();
+    let listing = |networks: &[IpNet]| -> Vec<ListEntry> {
+        networks
+            .iter()
+            .map(|network| ListEntry {
+                network: *network,
+                reason: "".into(),
+            })
+            .collect()
+    };
+    store
+        .sync_source("big".into(), listing(&old), at(NOW))
+        .await
+        .unwrap();
+    // Every third network goes and every fifth gap gets one: removals and additions alternate
+    // through the list, more than a batch of each.
+    let mut new: Vec<IpNet> = (0..1_000u32)
+        .filter(|i| i % 3 != 0)
+        .map(|i| host(0x0a00_0000 + 2 * i))
+        .collect();
+    new.extend(
+        (0..1_000u32)
+            .filter(|i| i % 5 == 0)
+            .map(|i| host(0x0a00_0000 + 2 * i + 1)),
+    );
+    let report = store
+        .sync_source("big".into(), listing(&new), at(NOW))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.added,
+            report.updated,
+            report.removed,
+            report.unchanged
+        ),
+        (200, 0, 334, 666)
+    );
+    new.sort();
+    let mut stored: Vec<IpNet> = store
+        .list_bans()
+        .await
+        .unwrap()
+        .iter()
+        .map(|ban| ban.network)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, new);
 }
 
 pub async fn expired_records_are_not_effective_and_are_reaped(store: &dyn Store) {
