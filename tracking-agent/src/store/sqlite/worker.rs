@@ -234,15 +234,10 @@ impl Worker {
                 max: index::MAX_LISTED,
             });
         }
-        let t0 = std::time::Instant::now();
         let (tx, index) = self.write()?;
-        let t1 = t0.elapsed();
         let mut plan = index.plan_sync(&source, &entries, now);
-        let t2 = t0.elapsed();
         sync::write(&tx, &source, &entries, &plan, now)?;
-        let t3 = t0.elapsed();
         tx.commit()?;
-        let t4 = t0.elapsed();
         let report = SyncReport {
             added: plan.added(),
             updated: plan.updated(),
@@ -251,14 +246,6 @@ impl Worker {
             effects: std::mem::take(&mut plan.effects),
         };
         index.apply_sync(&source, plan);
-        let t5 = t0.elapsed();
-        eprintln!(
-            "begin {t1:.1?} plan {:.1?} write {:.1?} commit {:.1?} apply {:.1?}",
-            t2 - t1,
-            t3 - t2,
-            t4 - t3,
-            t5 - t4
-        );
         self.garbage.push(Box::new(entries));
         Ok(report)
     }
