@@ -40,7 +40,11 @@ impl Drop for Loaded {
 }
 
 /// Loads the program with the benchmark's bans: `n` exact IPv4, `n / 10` IPv4 prefixes of
-/// lengths 8 to 31 and `n / 10` IPv6 addresses.
+/// every length from 8 to 31 and `n / 10` IPv6 addresses.
+///
+/// The prefixes are shaped like real block lists: one in a thousand is shorter than /16, the
+/// rest spread evenly over /16 to /31. Evenly over all lengths, a hundred thousand prefixes
+/// would include thousands of /8s, banning the whole IPv4 space and leaving no miss to measure.
 pub fn load(n: usize) -> anyhow::Result<Loaded> {
     let pins = PathBuf::from(format!("/sys/fs/bpf/trk-bench-{}", std::process::id()));
     let _ = detach_all(&pins);
@@ -62,7 +66,11 @@ pub fn load(n: usize) -> anyhow::Result<Loaded> {
     }
     let mut prefixes = Vec::with_capacity(n / 10);
     while prefixes.len() < n / 10 {
-        let len = 8 + (rnd.next() % 24) as u8;
+        let len = if prefixes.len().is_multiple_of(1000) {
+            8 + (rnd.next() % 8) as u8
+        } else {
+            16 + (rnd.next() % 16) as u8
+        };
         let net = Ipv4Net::new(Ipv4Addr::from(rnd.next() as u32), len)
             .expect("valid")
             .trunc();
@@ -115,12 +123,10 @@ impl Loaded {
         let tables = self.program.maps.tables();
         let mut rnd = Xorshift::new(0xcafe);
         // A miss: an address no ban comes near, the common case the filter answers alone.
-        let miss = loop {
-            let a = IpAddr::V4(Ipv4Addr::from(rnd.next() as u32));
-            if !tables.candidate(a) {
-                break a;
-            }
-        };
+        let miss = (0..1_000_000)
+            .map(|_| IpAddr::V4(Ipv4Addr::from(rnd.next() as u32)))
+            .find(|a| !tables.candidate(*a))
+            .context("no IPv4 address outside every ban's /24")?;
         // A miss that the filter lets through: an unbanned address next to an exact ban.
         let near = self
             .exact
@@ -203,7 +209,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
         title: "Cost per packet".into(),
         method: format!(
             "`BPF_PROG_TEST_RUN` on one pinned CPU, {repeat} repeats a run, {rounds} rounds; in every round each \
-             case runs right after the floor, and its ratio is the median of those pairs. Loaded: {} exact IPv4 bans, {} IPv4 prefixes of lengths 8 to 31, {} IPv6 bans (loaded into \
+             case runs right after the floor, and its ratio is the median of those pairs. Loaded: {} exact IPv4 bans, {} IPv4 prefixes of every length from 8 to 31 (one in a thousand shorter than /16), {} IPv6 bans (loaded into \
              the kernel tables in {:.0} ms), one allowlisted /24.",
             n,
             n / 10,
