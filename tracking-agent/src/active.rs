@@ -96,7 +96,8 @@ impl ActiveIndex {
         }
     }
 
-    /// Records one visit and returns its visitor as it now stands.
+    /// Records one visit and returns its visitor as it now stands (a copy: the tests' view).
+    #[cfg(test)]
     pub fn observe(&mut self, visit: &Visit, now: Timestamp) -> Visitor {
         self.record(visit, now, Visitor::clone)
     }
@@ -457,25 +458,29 @@ mod tests {
         assert_eq!(idx.counts(None).visitors, 0);
     }
 
-    #[test]
-    fn tallies_match_a_full_count_after_random_traffic() {
-        let mut x: u64 = 7;
-        let mut rnd = move || {
+    /// A small deterministic generator for the randomised tests.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x
-        };
+        }
+    }
+
+    #[test]
+    fn tallies_match_a_full_count_after_random_traffic() {
+        let mut rnd = xorshift(7);
         let mut now = 1000 * MIN;
         let mut idx = index(now);
         for _ in 0..5000 {
             now += (rnd() % 2000) as i64;
             let s = format!("s{}", rnd() % 300);
             let p = format!("/p{}", rnd() % 7);
-            let user = (rnd() % 3 == 0).then_some("u");
+            let user = rnd().is_multiple_of(3).then_some("u");
             idx.advance(at(now));
             idx.observe(&visit(&s, &p, user, now), at(now));
-            if rnd() % 50 == 0 {
+            if rnd().is_multiple_of(50) {
                 let active: Vec<&Visitor> = idx.active().collect();
                 let registered = active.iter().filter(|v| v.user.is_some()).count() as u64;
                 assert_eq!(idx.counts(None).visitors, active.len() as u64);
@@ -493,24 +498,18 @@ mod tests {
 
     #[test]
     fn recording_a_visit_applies_the_session_rule_of_the_stores() {
-        let mut x: u64 = 11;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = xorshift(11);
         let mut now = 1000 * MIN;
         let mut idx = index(now);
         let mut reference: HashMap<String, Visitor> = HashMap::new();
         for _ in 0..3000 {
             now += (rnd() % (3 * MIN as u64)) as i64;
             // Some visits arrive dated a little in the past, out of order.
-            let at_ms = now - (rnd() % 3 == 0) as i64 * (rnd() % (2 * MIN as u64)) as i64;
+            let at_ms = now - rnd().is_multiple_of(3) as i64 * (rnd() % (2 * MIN as u64)) as i64;
             let mut v = visit(
                 &format!("s{}", rnd() % 40),
                 &format!("/p{}", rnd() % 5),
-                (rnd() % 2 == 0).then_some("u"),
+                rnd().is_multiple_of(2).then_some("u"),
                 at_ms,
             );
             v.referrer = Some(format!("https://r{}.example/", rnd() % 3));

@@ -75,6 +75,16 @@ pub fn normalise(net: IpNet) -> (IpNet, bool) {
     (trunc, trunc != net)
 }
 
+/// `networks` with host bits cleared, sorted, each once: the keys a removal looks up.
+pub fn distinct_networks(mut networks: Vec<IpNet>) -> Vec<IpNet> {
+    for network in &mut networks {
+        *network = network.trunc();
+    }
+    networks.sort_unstable();
+    networks.dedup();
+    networks
+}
+
 /// Whether `net` covers every address of its family (0.0.0.0/0 or ::/0).
 pub fn is_everything(net: &IpNet) -> bool {
     net.prefix_len() == 0

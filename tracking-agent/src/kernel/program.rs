@@ -19,7 +19,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray},
     programs::{
-        Xdp, XdpMode,
+        TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
@@ -191,7 +191,7 @@ impl Program {
             .map_err(|e| KernelError::Load(Box::new(e)))?;
         // Must outlive the program load: dropping it closes the log map.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
-        let xdp = xdp_mut(&mut ebpf)?;
+        let xdp = xdp_mut(&mut ebpf, PROGRAM_NAME)?;
         xdp.load().map_err(|e| KernelError::Verify(Box::new(e)))?;
 
         let open = |name: &'static str, value_size: usize| -> Result<Words, KernelError> {
@@ -354,7 +354,7 @@ impl Program {
         let pinned = PinnedLink::from_pin(path).map_err(|e| KernelError::Link(e.to_string()))?;
         let link = XdpLink::try_from(FdLink::from(pinned))
             .map_err(|e| KernelError::Link(e.to_string()))?;
-        let xdp = xdp_mut(&mut self.ebpf)?;
+        let xdp = xdp_mut(&mut self.ebpf, PROGRAM_NAME)?;
         let id = xdp
             .attach_to_link(link)
             .map_err(|e| KernelError::Link(e.to_string()))?;
@@ -374,7 +374,7 @@ impl Program {
             ModeChoice::Native => &[AttachMode::Native],
             ModeChoice::Generic => &[AttachMode::Generic],
         };
-        let xdp = xdp_mut(&mut self.ebpf)?;
+        let xdp = xdp_mut(&mut self.ebpf, PROGRAM_NAME)?;
         let mut last = None;
         for &mode in modes {
             match xdp.attach(iface, mode.xdp()) {
@@ -444,23 +444,12 @@ impl Program {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), KernelError> {
-        use aya::programs::{TestRun, TestRunOptions};
-        let xdp: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(KernelError::Layout(
-                "the object has no `tracking` program".into(),
-            ))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
-        let r = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..Default::default()
-            })
-            .map_err(|e| KernelError::Verify(Box::new(e)))?;
-        Ok((r.return_value, r.duration))
+        test_run(
+            xdp(&self.ebpf, PROGRAM_NAME)?,
+            frame,
+            repeat,
+            TestRunAttrs::new(),
+        )
     }
 }
 
@@ -477,14 +466,9 @@ pub struct Floor {
 impl Floor {
     pub fn load() -> Result<Floor, KernelError> {
         let mut ebpf = Ebpf::load(FLOOR_PROGRAM).map_err(|e| KernelError::Load(Box::new(e)))?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut("pass")
-            .ok_or(KernelError::Layout(
-                "the floor object has no `pass` program".into(),
-            ))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
-        xdp.load().map_err(|e| KernelError::Verify(Box::new(e)))?;
+        xdp_mut(&mut ebpf, "pass")?
+            .load()
+            .map_err(|e| KernelError::Verify(Box::new(e)))?;
         Ok(Floor { ebpf })
     }
 
@@ -494,23 +478,7 @@ impl Floor {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), KernelError> {
-        use aya::programs::{TestRun, TestRunOptions};
-        let xdp: &Xdp = self
-            .ebpf
-            .program("pass")
-            .ok_or(KernelError::Layout(
-                "the floor object has no `pass` program".into(),
-            ))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
-        let r = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..Default::default()
-            })
-            .map_err(|e| KernelError::Verify(Box::new(e)))?;
-        Ok((r.return_value, r.duration))
+        test_run(xdp(&self.ebpf, "pass")?, frame, repeat, TestRunAttrs::new())
     }
 }
 
@@ -538,14 +506,9 @@ impl Redirect {
             .override_global("TARGET_IFINDEX", &ifindex, true)
             .load(REDIRECT_PROGRAM)
             .map_err(|e| KernelError::Load(Box::new(e)))?;
-        let xdp: &mut Xdp = ebpf
-            .program_mut("redirect")
-            .ok_or(KernelError::Layout(
-                "the redirect object has no `redirect` program".into(),
-            ))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
-        xdp.load().map_err(|e| KernelError::Verify(Box::new(e)))?;
+        xdp_mut(&mut ebpf, "redirect")?
+            .load()
+            .map_err(|e| KernelError::Verify(Box::new(e)))?;
         Ok(Redirect { ebpf })
     }
 
@@ -554,29 +517,15 @@ impl Redirect {
     /// namespace (where the target interface index is looked up); a frame the interface
     /// cannot take is dropped and not reported. `BPF_F_TEST_XDP_LIVE_FRAMES` needs Linux 5.18.
     pub fn send(&self, frame: &[u8], count: u32) -> Result<std::time::Duration, KernelError> {
-        use aya::programs::{TestRun, TestRunAttrs, TestRunOptions};
-        let xdp: &Xdp = self
-            .ebpf
-            .program("redirect")
-            .ok_or(KernelError::Layout(
-                "the redirect object has no `redirect` program".into(),
-            ))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))?;
-        let r = xdp
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: count,
-                attrs: TestRunAttrs::new().xdp_live_frames(Self::BATCH),
-                ..Default::default()
-            })
-            .map_err(|e| KernelError::Verify(Box::new(e)))?;
-        Ok(r.duration)
+        let live = TestRunAttrs::new().xdp_live_frames(Self::BATCH);
+        let (_, mean) = test_run(xdp(&self.ebpf, "redirect")?, frame, count, live)?;
+        Ok(mean)
     }
 }
 
-/// Ids of the maps the loaded program uses, for reading their memory use (`bpftool map show`).
 impl Program {
+    /// Ids of the maps the loaded program uses, for reading their memory use (`bpftool map
+    /// show`).
     pub fn map_ids(&self) -> Vec<u32> {
         self.ebpf
             .maps()
@@ -593,13 +542,39 @@ impl Program {
     }
 }
 
-fn xdp_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, KernelError> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .ok_or(KernelError::Layout(
-            "the object has no `tracking` program".into(),
-        ))?
+/// The XDP program `name` of a loaded object.
+fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp, KernelError> {
+    ebpf.program(name)
+        .ok_or_else(|| KernelError::Layout(format!("the object has no `{name}` program")))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))
+}
+
+/// Like [`xdp`], to load or attach it.
+fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, KernelError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| KernelError::Layout(format!("the object has no `{name}` program")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| KernelError::Verify(Box::new(e)))
+}
+
+/// Runs `xdp` on `frame` `repeat` times through `BPF_PROG_TEST_RUN`: the last verdict and the
+/// mean duration of a run.
+fn test_run(
+    xdp: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+    attrs: TestRunAttrs,
+) -> Result<(u32, std::time::Duration), KernelError> {
+    let r = xdp
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            attrs,
+            ..Default::default()
+        })
+        .map_err(|e| KernelError::Verify(Box::new(e)))?;
+    Ok((r.return_value, r.duration))
 }
 
 fn link_path(links: &Path, iface: &str, mode: AttachMode) -> PathBuf {

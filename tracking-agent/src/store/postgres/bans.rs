@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 
 use super::{BANS_LOCK, CHANNEL, net::Cidr, net::array};
 use crate::{
-    ban::{Allow, Ban, Effect, Effective},
+    ban::{self, Allow, Ban, Effect, Effective},
     store::Result,
     time::Timestamp,
 };
@@ -190,15 +190,11 @@ pub(super) async fn add(
 pub(super) async fn remove(
     client: &mut Object,
     instance: &str,
-    mut networks: Vec<IpNet>,
+    networks: Vec<IpNet>,
     source: Option<String>,
     now: Timestamp,
 ) -> Result<(Vec<Ban>, Vec<Effect>)> {
-    for network in &mut networks {
-        *network = network.trunc();
-    }
-    networks.sort_unstable();
-    networks.dedup();
+    let networks = ban::distinct_networks(networks);
     if networks.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -314,13 +310,9 @@ pub(super) async fn add_allows(
 pub(super) async fn remove_allows(
     client: &mut Object,
     instance: &str,
-    mut networks: Vec<IpNet>,
+    networks: Vec<IpNet>,
 ) -> Result<Vec<Allow>> {
-    for network in &mut networks {
-        *network = network.trunc();
-    }
-    networks.sort_unstable();
-    networks.dedup();
+    let networks = ban::distinct_networks(networks);
     if networks.is_empty() {
         return Ok(Vec::new());
     }

@@ -22,7 +22,7 @@ use super::{
     key, sync,
 };
 use crate::{
-    ban::{Allow, Ban, Effect, ListEntry},
+    ban::{self, Allow, Ban, Effect, ListEntry},
     store::{Result, StoreError, SyncReport},
     time::Timestamp,
 };
@@ -178,15 +178,11 @@ impl Worker {
 
     pub(super) fn remove_bans(
         &mut self,
-        mut networks: Vec<IpNet>,
+        networks: Vec<IpNet>,
         source: Option<String>,
         now: Timestamp,
     ) -> Result<(Vec<Ban>, Vec<Effect>)> {
-        for network in &mut networks {
-            *network = network.trunc();
-        }
-        networks.sort_unstable();
-        networks.dedup();
+        let networks = ban::distinct_networks(networks);
         let (tx, index) = self.write()?;
         let mut removed = Vec::new();
         {
@@ -310,12 +306,8 @@ impl Worker {
         Ok(tx.commit()?)
     }
 
-    pub(super) fn remove_allows(&mut self, mut networks: Vec<IpNet>) -> Result<Vec<Allow>> {
-        for network in &mut networks {
-            *network = network.trunc();
-        }
-        networks.sort_unstable();
-        networks.dedup();
+    pub(super) fn remove_allows(&mut self, networks: Vec<IpNet>) -> Result<Vec<Allow>> {
+        let networks = ban::distinct_networks(networks);
         let tx = begin(&mut self.conn)?;
         let mut removed = Vec::new();
         {
