@@ -15,6 +15,9 @@
 //! - [`browser`]: [`Browser`], a headless Chromium in a namespace, driven over the DevTools
 //!   protocol: load a page, read its DOM, take a screenshot.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
+//! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
+//! - [`frames`]: hand-built Ethernet frames; [`xdp`]: running a loaded XDP program on them
+//!   (`BPF_PROG_TEST_RUN`), the agent's attached one included, from any thread.
 //!
 //! Everything is a guard that cleans up on drop, also when a test panics.
 //!
@@ -38,13 +41,16 @@ pub mod binary;
 pub mod bpffs;
 pub mod browser;
 pub mod echo;
+pub mod frames;
 pub mod http;
+pub mod loaded;
 pub mod netns;
 pub mod root;
 pub mod topology;
 pub mod traffic;
 pub mod unique;
 pub mod veth;
+pub mod xdp;
 
 mod command;
 
@@ -52,6 +58,7 @@ pub use agent::{Agent, AgentOptions};
 pub use browser::Browser;
 pub use echo::EchoServer;
 pub use ipnet::IpNet;
+pub use loaded::Loaded;
 pub use netns::Netns;
 pub use root::require_root;
 pub use topology::Topology;

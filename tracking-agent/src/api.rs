@@ -185,8 +185,17 @@ pub struct VisitStats {
 /// Usage of one kernel table.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct TableView {
+    /// Bans the kernel tables hold.
     pub used: usize,
+    /// Bans they can hold (`--max-bans-v4` / `--max-bans-v6`).
     pub capacity: usize,
+    /// Of the held ones, those in the overflow map (both candidate buckets were full).
+    #[serde(default)]
+    pub overflow: usize,
+    /// Bans of the store that the tables cannot hold and this host does not enforce, as of the
+    /// last reconcile (a fleet whose store outgrew this host's tables).
+    #[serde(default)]
+    pub left_out: usize,
 }
 
 /// `GET /v1/status`

@@ -5,7 +5,7 @@
 //! the kernel enforces for a network is the union of its ban records, an [`Effective`] ban that
 //! lasts as long as the longest of them.
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
@@ -95,9 +95,50 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+/// How [`parse_network`] changed what it was given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Normalised {
+    /// Host bits were set and are cleared: `192.0.2.77/24` is `192.0.2.0/24`.
+    pub host_bits_cleared: bool,
+    /// An IPv4-mapped IPv6 network became the IPv4 network it names: `::ffff:192.0.2.7` is
+    /// `192.0.2.7`, which is how the filter judges such a source.
+    pub unmapped: bool,
+}
+
+impl Normalised {
+    /// A warning for `given`, now `net`, if anything changed.
+    pub fn warning(self, given: &str, net: &IpNet) -> Option<String> {
+        if self.unmapped {
+            Some(format!(
+                "{given} is an IPv4-mapped address; using {net}, as which the filter judges it"
+            ))
+        } else if self.host_bits_cleared {
+            Some(format!("{given} has host bits set; using {net}"))
+        } else {
+            None
+        }
+    }
+}
+
+/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it names, and whether it was
+/// one: the program matches an IPv4-mapped source against the IPv4 bans and allowlist.
+pub fn unmap(net: IpNet) -> (IpNet, bool) {
+    if let IpNet::V6(n) = net
+        && n.prefix_len() >= 96
+        && let Some(v4) = n.addr().to_ipv4_mapped()
+    {
+        let len = n.prefix_len() - 96;
+        return (
+            IpNet::V4(Ipv4Net::new(v4, len).expect("at most 32 bits")),
+            true,
+        );
+    }
+    (net, false)
+}
+
 /// Parses an address or network as typed by a person: `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.
-/// Returns the normalised network and whether host bits had to be cleared.
-pub fn parse_network(s: &str) -> Result<(IpNet, bool), String> {
+/// Returns the normalised network and what normalising changed.
+pub fn parse_network(s: &str) -> Result<(IpNet, Normalised), String> {
     let s = s.trim();
     let net = if s.contains('/') {
         s.parse::<IpNet>()
@@ -108,22 +149,39 @@ pub fn parse_network(s: &str) -> Result<(IpNet, bool), String> {
             .map_err(|_| format!("`{s}` is not an IP address or network"))?;
         IpNet::from(addr)
     };
-    Ok(normalise(net))
+    let (net, unmapped) = unmap(net);
+    let (net, host_bits_cleared) = normalise(net);
+    Ok((
+        net,
+        Normalised {
+            host_bits_cleared,
+            unmapped,
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const CLEARED: Normalised = Normalised {
+        host_bits_cleared: true,
+        unmapped: false,
+    };
+    const UNMAPPED: Normalised = Normalised {
+        host_bits_cleared: false,
+        unmapped: true,
+    };
+
     #[test]
     fn single_addresses_become_host_networks() {
         assert_eq!(
             parse_network("192.0.2.1").unwrap(),
-            ("192.0.2.1/32".parse().unwrap(), false)
+            ("192.0.2.1/32".parse().unwrap(), Normalised::default())
         );
         assert_eq!(
             parse_network("2001:db8::1").unwrap(),
-            ("2001:db8::1/128".parse().unwrap(), false)
+            ("2001:db8::1/128".parse().unwrap(), Normalised::default())
         );
     }
 
@@ -131,7 +189,29 @@ mod tests {
     fn host_bits_are_cleared_and_reported() {
         assert_eq!(
             parse_network("192.0.2.77/24").unwrap(),
-            ("192.0.2.0/24".parse().unwrap(), true)
+            ("192.0.2.0/24".parse().unwrap(), CLEARED)
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_or_network_becomes_its_ipv4_one() {
+        assert_eq!(
+            parse_network("::ffff:10.0.0.5").unwrap(),
+            ("10.0.0.5/32".parse().unwrap(), UNMAPPED)
+        );
+        assert_eq!(
+            parse_network("::ffff:10.0.0.0/104").unwrap(),
+            ("10.0.0.0/8".parse().unwrap(), UNMAPPED)
+        );
+        // Wider than the mapped range: an IPv6 network like any other.
+        assert_eq!(
+            parse_network("::ffff:0:0/95").unwrap().0,
+            "::fffe:0:0/95".parse::<IpNet>().unwrap()
+        );
+        let (net, how) = parse_network("::ffff:10.0.0.5").unwrap();
+        assert_eq!(
+            how.warning("::ffff:10.0.0.5", &net).unwrap(),
+            "::ffff:10.0.0.5 is an IPv4-mapped address; using 10.0.0.5/32, as which the filter judges it"
         );
     }
 

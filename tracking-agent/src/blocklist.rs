@@ -50,7 +50,8 @@ pub struct Entry {
     pub reason: Box<str>,
     /// Where it is in the file, from 1.
     pub line: usize,
-    /// Whether the line had host bits set, which the caller may want to warn about.
+    /// Whether the line was normalised (host bits set, or an IPv4-mapped IPv6 address), which
+    /// the caller may want to warn about.
     pub host_bits_cleared: bool,
 }
 
@@ -499,9 +500,11 @@ fn parse_line(raw: &str) -> Result<Option<(IpNet, Box<str>, bool)>, String> {
         );
     }
     match parse_network(data) {
-        Ok((network, host_bits_cleared)) => {
-            Ok(Some((network, reason_of(comment), host_bits_cleared)))
-        }
+        Ok((network, how)) => Ok(Some((
+            network,
+            reason_of(comment),
+            how.host_bits_cleared || how.unmapped,
+        ))),
         Err(_) => Err(why_not_a_network(data)),
     }
 }

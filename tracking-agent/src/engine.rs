@@ -4,7 +4,7 @@
 //! expired records (the kernel already stopped honouring them at their expiry).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -20,9 +20,9 @@ use crate::{
     ban::{self, Allow, Ban, Effect, Effective, ListEntry, SOURCE_CLI},
     blocklist,
     config::AgentConfig,
-    kernel::{Applied, Attachment, KernelError, Program, maps::same_expiry},
-    store::{Store, StoreError},
-    time::Timestamp,
+    kernel::{Applied, Attachment, KernelError, Program, Tables, tables::within_capacity},
+    store::{Admission, Store, StoreError},
+    time::{self, Timestamp},
 };
 use tracking_common::stats::Verdict;
 
@@ -45,10 +45,43 @@ pub enum EngineError {
         message: String,
         details: Vec<String>,
     },
+    /// The kernel tables cannot hold what the change would leave; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
-    Kernel(#[from] KernelError),
+    Kernel(KernelError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(why) => EngineError::Refused(why),
+            other => EngineError::Store(other),
+        }
+    }
+}
+
+impl From<KernelError> for EngineError {
+    fn from(e: KernelError) -> Self {
+        match e {
+            e @ (KernelError::OverCapacity(_) | KernelError::AllowlistFull { .. }) => {
+                EngineError::Refused(e.to_string())
+            }
+            other => EngineError::Kernel(other),
+        }
+    }
+}
+
+/// The engine's answer to a store asking whether a change may commit: whether the kernel
+/// tables can hold what it leaves banned.
+struct KernelAdmission(Arc<Tables>);
+
+impl Admission for KernelAdmission {
+    fn admit(&self, effects: &[Effect]) -> std::result::Result<(), String> {
+        self.0.admit(effects).map_err(|e| e.to_string())
+    }
 }
 
 impl EngineError {
@@ -72,6 +105,8 @@ pub struct Engine {
     config: AgentConfig,
     started: Instant,
     last_reconcile: Mutex<Option<Timestamp>>,
+    /// IPv4 and IPv6 bans of the store that the tables cannot hold, as of the last reconcile.
+    left_out: Mutex<(usize, usize)>,
 }
 
 impl Engine {
@@ -82,6 +117,7 @@ impl Engine {
             pin_dir: config.bpffs_dir.clone(),
             max_bans_v4: config.max_bans_v4,
             max_bans_v6: config.max_bans_v6,
+            hash_key: None,
         };
         let program = tokio::task::block_in_place(|| Program::load(&opts))?;
         tracing::info!(
@@ -103,6 +139,7 @@ impl Engine {
             config,
             started: Instant::now(),
             last_reconcile: Mutex::new(None),
+            left_out: Mutex::new((0, 0)),
         };
         let applied = engine.reconcile().await?;
         tracing::info!(
@@ -124,7 +161,7 @@ impl Engine {
     }
 
     /// The read side of the kernel tables, for lookups that must not wait for changes.
-    pub fn tables(&self) -> Arc<crate::kernel::maps::Tables> {
+    pub fn tables(&self) -> Arc<Tables> {
         self.program.lock().expect("program lock").maps.tables()
     }
 
@@ -156,7 +193,7 @@ impl Engine {
             expires: ban.expires,
             expires_in_secs: ban.expires.map(|e| e.remaining(now).as_secs()),
             hits: kernel.map_or(0, |k| k.hits),
-            enforced: kernel.is_some(),
+            enforced: kernel.is_some_and(|k| k.enforced),
         }
     }
 
@@ -179,17 +216,35 @@ impl Engine {
             }
             (None, until) => until,
         };
-        if let Some(e) = expires
-            && e <= now
-        {
-            return Err(EngineError::bad(
-                format!("the expiry {e} is already past"),
-                vec![],
-            ));
+        if let Some(e) = expires {
+            if e <= now {
+                return Err(EngineError::bad(
+                    format!("the expiry {e} is already past"),
+                    vec![],
+                ));
+            }
+            if e > now.plus(time::MAX_EXPIRY_AHEAD) {
+                return Err(EngineError::bad(
+                    format!(
+                        "the expiry is more than {} ahead, the longest a ban can be given; \
+                         a ban that should never end needs no --ttl or --until",
+                        time::MAX_EXPIRY_AHEAD_TEXT
+                    ),
+                    vec![],
+                ));
+            }
         }
         let _w = self.writer.lock().await;
         let allows = self.store.list_allows().await?;
         check_force(nets.iter().map(|n| (n, None)), &allows, req.force)?;
+        // Every network named is banned afterwards: the tables must hold those they lack.
+        let banned: Vec<Effect> = nets
+            .iter()
+            .map(|n| (*n, Effective::Banned { expires }))
+            .collect();
+        self.tables()
+            .admit(&banned)
+            .map_err(KernelError::OverCapacity)?;
         let bans: Vec<Ban> = nets
             .iter()
             .map(|n| Ban {
@@ -252,7 +307,7 @@ impl Engine {
                     expires: b.expires,
                     expires_in_secs: b.expires.map(|e| e.remaining(now).as_secs()),
                     hits: kernel.map_or(0, |k| k.hits),
-                    enforced: kernel.is_some(),
+                    enforced: kernel.is_some_and(|k| k.enforced),
                 }
             })
             .collect())
@@ -283,7 +338,7 @@ impl Engine {
         })?;
         let parse_ms = started.elapsed().as_millis() as u64;
         let warnings = capped(parsed.entries.iter().filter(|e| e.host_bits_cleared), |e| {
-            format!("line {}: host bits cleared, using {}", e.line, e.network)
+            format!("line {}: normalised to {}", e.line, e.network)
         });
         let now = Timestamp::now();
         let _w = self.writer.lock().await;
@@ -304,7 +359,11 @@ impl Engine {
             })
             .collect();
         let stored = Instant::now();
-        let report = self.store.sync_source(source.clone(), entries, now).await?;
+        let admission = Arc::new(KernelAdmission(self.tables()));
+        let report = self
+            .store
+            .sync_source(source.clone(), entries, now, admission)
+            .await?;
         let store_ms = stored.elapsed().as_millis() as u64;
         let applied = Instant::now();
         self.apply(&report.effects)?;
@@ -348,6 +407,21 @@ impl Engine {
                 created: now,
             })
             .collect();
+        // The allowlist after the change must fit its tables before the store takes it.
+        let mut after: Vec<IpNet> = self
+            .store
+            .list_allows()
+            .await?
+            .iter()
+            .map(|a| a.network)
+            .collect();
+        after.extend(nets.iter().copied());
+        after.sort_unstable();
+        after.dedup();
+        {
+            let mut p = self.program.lock().expect("program lock");
+            tokio::task::block_in_place(|| p.maps.check_allowlist(&after))?;
+        }
         self.store.add_allows(allows).await?;
         let all = self.store.list_allows().await?;
         self.set_allowlist(&all)?;
@@ -394,17 +468,25 @@ impl Engine {
         let want = self.store.effective_bans(now).await?;
         let allows = self.store.list_allows().await?;
         self.set_allowlist(&allows)?;
-        let effects = {
+        let tables = self.tables();
+        let (want, left_out) = within_capacity(want, tables.capacity());
+        if left_out != *self.left_out.lock().expect("lock") && left_out != (0, 0) {
+            tracing::warn!(
+                "the store holds {} IPv4 and {} IPv6 bans more than these tables can: \
+                 enforcing the widest networks first (raise --max-bans-v4/--max-bans-v6)",
+                left_out.0,
+                left_out.1
+            );
+        }
+        let effects = tokio::task::block_in_place(|| tables.drift(&want));
+        let mut applied = self.apply(&effects)?;
+        // Entries that are held but not looked for (their derived bits missing) are not
+        // enforced; the drift above cannot see that, a rebuild repairs it.
+        if tokio::task::block_in_place(|| tables.uncovered()) > 0 {
             let p = self.program.lock().expect("program lock");
-            let have: HashMap<IpNet, Option<Timestamp>> = p
-                .maps
-                .bans()
-                .into_iter()
-                .map(|(n, k)| (n, k.expires))
-                .collect();
-            drift(&want, &have)
-        };
-        let applied = self.apply(&effects)?;
+            applied.repaired = tokio::task::block_in_place(|| p.maps.rebuild_derived());
+        }
+        *self.left_out.lock().expect("lock") = left_out;
         *self.last_reconcile.lock().expect("lock") = Some(now);
         Ok(applied)
     }
@@ -421,10 +503,7 @@ impl Engine {
         let p = self.program.lock().expect("program lock");
         let counters = p.counters()?;
         let mut bans = p.maps.bans();
-        let (v4, v6) = bans.iter().fold((0, 0), |(a, b), (n, _)| match n {
-            IpNet::V4(_) => (a + 1, b),
-            IpNet::V6(_) => (a, b + 1),
-        });
+        let (v4, v6) = p.maps.counts();
         bans.retain(|(_, k)| k.hits > 0);
         bans.sort_by(|a, b| b.1.hits.cmp(&a.1.hits).then(a.0.cmp(&b.0)));
         Ok(StatsView {
@@ -460,6 +539,8 @@ impl Engine {
         let p = self.program.lock().expect("program lock");
         let (v4, v6) = p.maps.counts();
         let (cap4, cap6) = p.maps.capacity();
+        let (over4, over6) = p.maps.overflow_counts();
+        let (left4, left6) = *self.left_out.lock().expect("lock");
         StatusView {
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
@@ -472,10 +553,14 @@ impl Engine {
             bans_v4: TableView {
                 used: v4,
                 capacity: cap4,
+                overflow: over4,
+                left_out: left4,
             },
             bans_v6: TableView {
                 used: v6,
                 capacity: cap6,
+                overflow: over6,
+                left_out: left6,
             },
             allowlist: p.maps.allowlist().len(),
             v6_filter_off: p.maps.v6_filter_off(),
@@ -484,28 +569,6 @@ impl Engine {
             last_reconcile: *self.last_reconcile.lock().expect("lock"),
         }
     }
-}
-
-/// The effects that turn `have` (the kernel) into `want` (the store).
-fn drift(
-    want: &[(IpNet, Option<Timestamp>)],
-    have: &HashMap<IpNet, Option<Timestamp>>,
-) -> Vec<Effect> {
-    let mut effects = Vec::new();
-    let mut wanted = HashSet::with_capacity(want.len());
-    for (net, expires) in want {
-        wanted.insert(*net);
-        match have.get(net) {
-            Some(held) if same_expiry(*held, *expires) => {}
-            _ => effects.push((*net, Effective::Banned { expires: *expires })),
-        }
-    }
-    effects.extend(
-        have.keys()
-            .filter(|n| !wanted.contains(n))
-            .map(|n| (*n, Effective::Unbanned)),
-    );
-    effects
 }
 
 fn allow_view(a: &Allow) -> AllowView {
@@ -527,10 +590,8 @@ fn parse_networks(items: &[String]) -> Result<(Vec<IpNet>, Vec<String>)> {
     let mut seen = HashSet::new();
     for item in items {
         match ban::parse_network(item) {
-            Ok((net, cleared)) => {
-                if cleared {
-                    warnings.push(format!("{item} has host bits set; using {net}"));
-                }
+            Ok((net, how)) => {
+                warnings.extend(how.warning(item, &net));
                 if seen.insert(net) {
                     nets.push(net);
                 }
@@ -722,32 +783,6 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn drift_adds_missing_updates_changed_and_removes_stale() {
-        let t = Some(Timestamp::from_millis(10_000_000));
-        let want = vec![
-            (net("10.0.0.1/32"), None),
-            (net("10.0.0.2/32"), t),
-            (net("10.0.0.3/32"), None),
-        ];
-        let have: HashMap<_, _> = [
-            (net("10.0.0.2/32"), None),
-            (net("10.0.0.3/32"), None),
-            (net("10.0.0.4/32"), None),
-        ]
-        .into();
-        let mut effects = drift(&want, &have);
-        effects.sort_by_key(|e| e.0);
-        assert_eq!(
-            effects,
-            vec![
-                (net("10.0.0.1/32"), Effective::Banned { expires: None }),
-                (net("10.0.0.2/32"), Effective::Banned { expires: t }),
-                (net("10.0.0.4/32"), Effective::Unbanned),
-            ]
-        );
     }
 
     #[test]

@@ -5,6 +5,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The furthest ahead a ban's expiry may be set. The kernel keeps a deadline in 63 bits of
+/// nanoseconds since boot (about 292 years); a century keeps every conversion far from that
+/// edge, and a ban meant to outlast it needs no expiry at all.
+pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// [`MAX_EXPIRY_AHEAD`] for messages.
+pub const MAX_EXPIRY_AHEAD_TEXT: &str = "100 years";
+
 /// A wall-clock instant with millisecond precision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);

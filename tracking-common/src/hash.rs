@@ -2,7 +2,9 @@
 //!
 //! A network is identified by its masked address and its prefix length, so a /24 ban and a /32
 //! ban on the same address are different keys. `mix64` is the 64-bit finaliser of MurmurHash3:
-//! two multiplies, a good avalanche, and no table, which suits the BPF instruction set.
+//! two multiplies, a good avalanche, and no table, which suits the BPF instruction set. The ban
+//! and allow tables hash with a secret key ([`hash4`]); the source filter does not need one, as
+//! a filter bit that many sources share only costs them a table probe.
 
 /// MurmurHash3's 64-bit finaliser.
 #[inline(always)]
@@ -15,36 +17,28 @@ pub const fn mix64(mut x: u64) -> u64 {
     x
 }
 
-/// The first candidate bucket of an IPv4 network, for a table of `mask + 1` buckets. One
-/// multiply (multiplicative hashing, the product's upper half): on the hit path every cycle of
-/// latency shows, and `mix64`'s chain of five steps cost more than the bucket scan.
+/// The 64-bit hash of an IPv4 network under the table's `key`. The key is drawn at random when
+/// the tables are created and kept in the pinned configuration map, so nobody can choose a list
+/// whose networks pile up in a few buckets: for one who does not know the key, consecutive
+/// addresses, whole /12s and crafted lists all spread like random ones.
 #[inline(always)]
-pub const fn bucket4_first(addr: u32, len: u8, mask: u32) -> u32 {
-    let h = (((len as u64) << 32) | addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    ((h >> 32) as u32) & mask
+pub const fn hash4(addr: u32, len: u8, key: u64) -> u64 {
+    mix64((((len as u64) << 32) | addr as u64) ^ key)
 }
 
-/// The second candidate bucket of an IPv4 network, with an independent multiplier; computed
-/// only when the first bucket does not hold the network.
+/// Both candidate buckets of an IPv4 network, for a table of `mask + 1` buckets: the low and
+/// the high half of one [`hash4`]. The program scans the first, then the second.
 #[inline(always)]
-pub const fn bucket4_second(addr: u32, len: u8, mask: u32) -> u32 {
-    let h = (((len as u64) << 32) | addr as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    ((h >> 32) as u32) & mask
+pub const fn buckets4(addr: u32, len: u8, key: u64, mask: u32) -> (u32, u32) {
+    let h = hash4(addr, len, key);
+    ((h as u32) & mask, ((h >> 32) as u32) & mask)
 }
 
-/// Both candidate buckets of an IPv4 network.
+/// The two candidate buckets of an IPv6 network, for a table of `mask + 1` buckets, under the
+/// table's `key` (see [`hash4`]).
 #[inline(always)]
-pub const fn buckets4(addr: u32, len: u8, mask: u32) -> (u32, u32) {
-    (
-        bucket4_first(addr, len, mask),
-        bucket4_second(addr, len, mask),
-    )
-}
-
-/// The two candidate buckets of an IPv6 network, for a table of `mask + 1` buckets.
-#[inline(always)]
-pub const fn buckets6(hi: u64, lo: u64, len: u8, mask: u32) -> (u32, u32) {
-    let h = mix64(hi ^ mix64(lo ^ ((len as u64) << 56)));
+pub const fn buckets6(hi: u64, lo: u64, len: u8, key: u64, mask: u32) -> (u32, u32) {
+    let h = mix64(hi ^ mix64(lo ^ ((len as u64) << 56) ^ key));
     ((h as u32) & mask, ((h >> 32) as u32) & mask)
 }
 

@@ -4,12 +4,16 @@
 //! The verifier inlines array lookups, so a probe costs a few instructions instead of the
 //! out-of-line call and bucket walk of a kernel hash map, and the agent writes entries with
 //! plain stores through its mapping instead of one syscall per ban. Each network has two
-//! candidate buckets ([`crate::hash`]); the agent puts it in the emptier one and never moves an
-//! entry afterwards, so a lookup never misses a ban that is being shuffled.
+//! candidate buckets ([`crate::hash`], under a key drawn when the tables are made); the tables
+//! are sized so that at their capacity they are at most half full. The rare network whose two
+//! buckets are both full goes to a kernel hash map of its family (`V4_OVERFLOW`, `V6_OVERFLOW`),
+//! which the program reads only while a flag says it holds something: whatever the list, the
+//! configured number of bans fits. Why a lookup that runs while the agent writes is never
+//! wrong is argued in the agent's `kernel/table.rs`.
 
 /// Bumped whenever a map changes shape or meaning. The agent adopts pinned maps only when their
 /// layout version (part of the pin directory name) equals its own.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The IPv6 source filter is a bitmap of `2^FILTER_BITS` bits, one per hash of the upper
 /// [`FILTER6_PREFIX`] bits of the source. A clear bit proves that no ban can match.
@@ -39,11 +43,22 @@ pub const ENTRIES4: usize = 8;
 /// Entries in an IPv6 bucket: 4 x 24 bytes.
 pub const ENTRIES6: usize = 4;
 
-/// Buckets in each allowlist table (4096 IPv4 and 2048 IPv6 networks at most).
-pub const ALLOW_BUCKETS: u32 = 512;
+/// Buckets in each allowlist table: room for 8192 IPv4 and 4096 IPv6 entries, of which the
+/// agent uses at most 1024 of each family (2048 while one allowlist replaces another).
+pub const ALLOW_BUCKETS: u32 = 1024;
 
 /// A slot number is 24 bits wide in a tag.
 pub const MAX_SLOTS: u32 = 1 << 24;
+
+/// The tag of an IPv6 entry that was removed but may still be read by a program run that began
+/// before the removal: not empty (nothing is written into it), never equal to a looked-up
+/// length (those are 1 to 129). The agent empties it once no such run can be left.
+pub const TAG_RETIRED: u32 = 0xff;
+
+/// Most VLAN tags (802.1Q or 802.1ad, any mix) the program looks through to find the IP header.
+/// The kernel itself delivers nothing behind more than eight: a frame with more passes,
+/// counted as [`crate::stats::Verdict::TooManyTags`].
+pub const MAX_VLAN_TAGS: usize = 8;
 
 /// Tag of an entry: `slot << 8 | (prefix_len + 1)`; zero marks an empty entry.
 #[inline(always)]
@@ -100,6 +115,26 @@ pub struct Bucket6 {
     pub entries: [Entry6; ENTRIES6],
 }
 
+/// The key of an IPv4 network in `V4_OVERFLOW`; the value is its slot (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OverflowKey4 {
+    /// Network address in host byte order, host bits cleared.
+    pub addr: u32,
+    /// Prefix length.
+    pub len: u32,
+}
+
+/// The key of an IPv6 network in `V6_OVERFLOW`; the value is its slot (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OverflowKey6 {
+    pub hi: u64,
+    pub lo: u64,
+    /// Prefix length (a whole word, so that the key has no padding).
+    pub len: u64,
+}
+
 /// Per-ban state, indexed by slot in the `SLOTS` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,8 +165,12 @@ pub mod config {
     pub const V6_LENS: u32 = 2;
     /// Prefix lengths present in the IPv6 allowlist: three words like [`V6_LENS`].
     pub const ALLOW6_LENS: u32 = 5;
+    /// The key of the tables' hash ([`crate::hash::hash4`]), never zero once the tables are
+    /// made. The program is loaded with it as a constant; the word is how an agent that adopts
+    /// pinned tables learns it.
+    pub const HASH_KEY: u32 = 8;
     /// Number of words.
-    pub const LEN: u32 = 8;
+    pub const LEN: u32 = 9;
 }
 
 /// Count matches but pass them: for trying a block list safely.
@@ -140,6 +179,10 @@ pub const FLAG_MONITOR: u64 = 1 << 0;
 pub const FLAG_V6_ALL: u64 = 1 << 1;
 /// Log every match through aya-log. Off by default: logging costs more than the filter.
 pub const FLAG_LOG: u64 = 1 << 2;
+/// `V4_OVERFLOW` holds at least one ban: a network missing from its buckets is looked up there.
+pub const FLAG_V4_OVERFLOW: u64 = 1 << 3;
+/// `V6_OVERFLOW` holds at least one ban.
+pub const FLAG_V6_OVERFLOW: u64 = 1 << 4;
 
 /// Bit of prefix length `len` in an IPv4 length mask.
 #[inline(always)]
@@ -156,9 +199,11 @@ pub const fn len_bit6(len: u8) -> (usize, u64) {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Bucket4, Bucket6, Entry4, Entry6, SlotState};
+    use super::{Bucket4, Bucket6, Entry4, Entry6, OverflowKey4, OverflowKey6, SlotState};
 
     // SAFETY: all are repr(C) structs of integers with no padding holes the kernel would read.
+    unsafe impl aya::Pod for OverflowKey4 {}
+    unsafe impl aya::Pod for OverflowKey6 {}
     unsafe impl aya::Pod for Entry4 {}
     unsafe impl aya::Pod for Bucket4 {}
     unsafe impl aya::Pod for Entry6 {}
@@ -170,4 +215,6 @@ const _: () = {
     assert!(core::mem::size_of::<Bucket4>() == 64);
     assert!(core::mem::size_of::<Bucket6>() == 96);
     assert!(core::mem::size_of::<SlotState>() == 16);
+    assert!(core::mem::size_of::<OverflowKey4>() == 8);
+    assert!(core::mem::size_of::<OverflowKey6>() == 24);
 };

@@ -20,10 +20,25 @@ pub const SLOTS: &str = "SLOTS";
 pub const ALLOW4: &str = "ALLOW4";
 /// `Array<Bucket6>` IPv6 allowlist, mmap-able.
 pub const ALLOW6: &str = "ALLOW6";
+/// `HashMap<OverflowKey4, u32>` IPv4 bans whose two buckets were full, allocated as used.
+pub const V4_OVERFLOW: &str = "V4_OVERFLOW";
+/// `HashMap<OverflowKey6, u32>` IPv6 bans whose two buckets were full.
+pub const V6_OVERFLOW: &str = "V6_OVERFLOW";
 
 /// Every map the agent pins, in a fixed order.
-pub const ALL: [&str; 10] = [
-    CONFIG, STATS, V4_FILTER, V4_LENS, V4_BANS, V6_FILTER, V6_BANS, SLOTS, ALLOW4, ALLOW6,
+pub const ALL: [&str; 12] = [
+    CONFIG,
+    STATS,
+    V4_FILTER,
+    V4_LENS,
+    V4_BANS,
+    V6_FILTER,
+    V6_BANS,
+    SLOTS,
+    ALLOW4,
+    ALLOW6,
+    V4_OVERFLOW,
+    V6_OVERFLOW,
 ];
 
 /// Globals the loader sets before verification, so the verifier can fold them.
@@ -32,7 +47,11 @@ pub mod globals {
     pub const V4_BUCKET_MASK: &str = "V4_BUCKET_MASK";
     /// `u32`: number of IPv6 ban buckets minus one.
     pub const V6_BUCKET_MASK: &str = "V6_BUCKET_MASK";
+    /// `u64`: the tables' hash key, also kept in the `CONFIG` word `HASH_KEY`.
+    pub const HASH_KEY: &str = "HASH_KEY";
 }
 
 /// `BPF_F_MMAPABLE`: lets the agent write tables through a shared mapping.
 pub const F_MMAPABLE: u32 = 1 << 10;
+/// `BPF_F_NO_PREALLOC`: a hash map that takes memory only for the entries it holds.
+pub const F_NO_PREALLOC: u32 = 1 << 0;

@@ -16,10 +16,13 @@ pub enum Verdict {
     NotIp = 4,
     /// Too short for the headers it claims, or a bad IP header: passed.
     Malformed = 5,
+    /// More VLAN tags than the program looks through ([`crate::layout::MAX_VLAN_TAGS`]): passed
+    /// (the kernel delivers nothing behind that many either).
+    TooManyTags = 6,
 }
 
 /// Number of verdicts.
-pub const VERDICTS: u32 = 6;
+pub const VERDICTS: u32 = 7;
 
 impl Verdict {
     /// Every verdict, in counter order.
@@ -30,6 +33,7 @@ impl Verdict {
         Verdict::Allowed,
         Verdict::NotIp,
         Verdict::Malformed,
+        Verdict::TooManyTags,
     ];
 
     /// Name used in the CLI, the API and the metrics.
@@ -41,6 +45,7 @@ impl Verdict {
             Verdict::Allowed => "allowed",
             Verdict::NotIp => "not_ip",
             Verdict::Malformed => "malformed",
+            Verdict::TooManyTags => "too_many_tags",
         }
     }
 }

@@ -4,7 +4,9 @@
 //! can match, which is the answer for nearly all traffic. A candidate then probes the ban table
 //! once per prefix length that can match it, longest first (IPv4: the lengths present in its /16,
 //! from `V4_LENS`; IPv6: the lengths present among all IPv6 bans). Each probe reads at most two
-//! buckets. A found ban that has expired is skipped, so a shorter live ban can still match.
+//! buckets, first then second (the agent only ever moves an entry that way), and the family's
+//! overflow map while it holds anything. A found ban that has expired is skipped, so a shorter
+//! live ban can still match.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -15,16 +17,17 @@ use aya_ebpf::{
 };
 use tracking_common::{
     Bucket4, Bucket6, SlotState,
-    hash::{bucket4_first, bucket4_second, buckets6, filter_bit6, filter_pos4, mask4, mask6},
+    hash::{buckets6, filter_bit6, filter_pos4, hash4, mask4, mask6},
     layout::{
-        ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FILTER4_EXACT, FILTER4_PREFIX, FLAG_V6_ALL,
-        SLOT_CHECK_ALLOW, SLOT_DEADLINE, config, len_bit4, len_bit6, tag_slot,
+        ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FILTER4_EXACT, FILTER4_PREFIX, FLAG_V4_OVERFLOW,
+        FLAG_V6_ALL, FLAG_V6_OVERFLOW, OverflowKey4, OverflowKey6, SLOT_CHECK_ALLOW, SLOT_DEADLINE,
+        config, len_bit4, len_bit6, tag_slot,
     },
 };
 
 use crate::maps::{
-    ALLOW4, ALLOW6, SLOTS, V4_BANS, V4_FILTER, V4_LENS, V6_BANS, V6_FILTER, config, v4_bucket_mask,
-    v6_bucket_mask,
+    ALLOW4, ALLOW6, SLOTS, V4_BANS, V4_FILTER, V4_LENS, V4_OVERFLOW, V6_BANS, V6_FILTER,
+    V6_OVERFLOW, config, flags, hash_key, v4_bucket_mask, v6_bucket_mask,
 };
 
 /// A live ban that matched.
@@ -147,21 +150,41 @@ impl Lengths {
     }
 }
 
-/// The slot of network `addr/len` in an IPv4 table, if present.
+/// The slot of network `addr/len` in an IPv4 table, if present: its first bucket, then its
+/// second.
 #[inline(always)]
 fn find4(table: &Array<Bucket4>, mask: u32, addr: u32, len: u8) -> Option<u32> {
+    let h = hash4(addr, len, hash_key());
     let want = len as u32 + 1;
-    if let Some(slot) = scan4(table.get(bucket4_first(addr, len, mask))?, addr, want) {
+    if let Some(slot) = scan4(table.get((h as u32) & mask)?, addr, want) {
         return Some(slot);
     }
-    scan4(table.get(bucket4_second(addr, len, mask))?, addr, want)
+    scan4(table.get(((h >> 32) as u32) & mask)?, addr, want)
+}
+
+/// The slot of the IPv4 ban `addr/len`, if held: in its buckets, else in the overflow map.
+#[inline(always)]
+fn ban_slot4(mask: u32, addr: u32, len: u8) -> Option<u32> {
+    if let Some(slot) = find4(&V4_BANS, mask, addr, len) {
+        return Some(slot);
+    }
+    if flags() & FLAG_V4_OVERFLOW == 0 {
+        return None;
+    }
+    let key = OverflowKey4 {
+        addr,
+        len: len as u32,
+    };
+    // SAFETY: a hash map without preallocation frees a removed value only after every program
+    // run that may hold it has ended.
+    unsafe { V4_OVERFLOW.get(&key) }.copied()
 }
 
 #[inline(always)]
 fn scan4(bucket: &Bucket4, addr: u32, want: u32) -> Option<u32> {
     // An entry is one little-endian word: address, then tag. Comparing the address and the
     // tag's length byte in one 64-bit operation keeps the key in a register and needs one load
-    // an entry.
+    // an entry, which also reads the entry whole: never half of an old and half of a new one.
     let key = (want as u64) << 32 | addr as u64;
     let words = bucket.entries.as_ptr().cast::<u64>();
     let mut i = 0;
@@ -176,23 +199,55 @@ fn scan4(bucket: &Bucket4, addr: u32, want: u32) -> Option<u32> {
     None
 }
 
-/// The slot of network `hi:lo/len` in an IPv6 table, if present.
+/// The slot of network `hi:lo/len` in an IPv6 table, if present: its first bucket, then its
+/// second.
 #[inline(always)]
 fn find6(table: &Array<Bucket6>, mask: u32, hi: u64, lo: u64, len: u8) -> Option<u32> {
-    let (b1, b2) = buckets6(hi, lo, len, mask);
+    let (b1, b2) = buckets6(hi, lo, len, hash_key(), mask);
     let want = len as u32 + 1;
     for b in [b1, b2] {
         let bucket = table.get(b)?;
         let mut i = 0;
         while i < ENTRIES6 {
             let e = &bucket.entries[i];
-            if (e.hi ^ hi) | (e.lo ^ lo) | ((e.tag & 0xff) ^ want) as u64 == 0 {
-                return Some(tag_slot(e.tag));
+            // The tag first, then the address, each read once: an entry is three words, and the
+            // agent writes a reused one address first, tag last (see its kernel/table.rs).
+            // SAFETY: plain reads of a map value; volatile keeps them in this order.
+            let tag = unsafe { core::ptr::read_volatile(&e.tag) };
+            if tag & 0xff == want {
+                // SAFETY: as above.
+                let (ehi, elo) = unsafe {
+                    (
+                        core::ptr::read_volatile(&e.hi),
+                        core::ptr::read_volatile(&e.lo),
+                    )
+                };
+                if (ehi ^ hi) | (elo ^ lo) == 0 {
+                    return Some(tag_slot(tag));
+                }
             }
             i += 1;
         }
     }
     None
+}
+
+/// The slot of the IPv6 ban `hi:lo/len`, if held: in its buckets, else in the overflow map.
+#[inline(always)]
+fn ban_slot6(mask: u32, hi: u64, lo: u64, len: u8) -> Option<u32> {
+    if let Some(slot) = find6(&V6_BANS, mask, hi, lo, len) {
+        return Some(slot);
+    }
+    if flags() & FLAG_V6_OVERFLOW == 0 {
+        return None;
+    }
+    let key = OverflowKey6 {
+        hi,
+        lo,
+        len: len as u64,
+    };
+    // SAFETY: as in `ban_slot4`.
+    unsafe { V6_OVERFLOW.get(&key) }.copied()
 }
 
 /// The live ban matching an IPv4 source, longest prefix first.
@@ -205,7 +260,7 @@ pub fn ban4(src: u32) -> Option<Slot> {
     }
     let mask = v4_bucket_mask();
     if near & FILTER4_EXACT != 0 {
-        if let Some(slot) = find4(&V4_BANS, mask, src, 32).and_then(live) {
+        if let Some(slot) = ban_slot4(mask, src, 32).and_then(live) {
             return Some(slot);
         }
     }
@@ -218,7 +273,7 @@ pub fn ban4(src: u32) -> Option<Slot> {
     let mut pass = 0;
     while pass < 32 {
         let len = lens.next()?;
-        if let Some(index) = find4(&V4_BANS, mask, mask4(src, len), len) {
+        if let Some(index) = ban_slot4(mask, mask4(src, len), len) {
             if let Some(slot) = live(index) {
                 return Some(slot);
             }
@@ -240,7 +295,7 @@ pub fn ban6(hi: u64, lo: u64, flags: u64) -> Option<Slot> {
     let (word, bit) = len_bit6(128);
     if lens.words[word] & bit != 0 {
         lens.words[word] &= !bit;
-        if let Some(index) = find6(&V6_BANS, mask, hi, lo, 128) {
+        if let Some(index) = ban_slot6(mask, hi, lo, 128) {
             if let Some(slot) = live(index) {
                 return Some(slot);
             }
@@ -250,9 +305,8 @@ pub fn ban6(hi: u64, lo: u64, flags: u64) -> Option<Slot> {
         hi,
         lo,
         lens,
-        table: &V6_BANS,
+        bans: true,
         mask,
-        check_expiry: true,
         found: None,
     };
     probe.run();
@@ -266,10 +320,9 @@ struct Probe6 {
     hi: u64,
     lo: u64,
     lens: Lengths,
-    table: &'static Array<Bucket6>,
+    /// The bans (expired ones skipped, the overflow map read) or the allowlist.
+    bans: bool,
     mask: u32,
-    /// Skip expired entries (bans) or not (allowlist entries never expire).
-    check_expiry: bool,
     found: Option<u32>,
 }
 
@@ -301,12 +354,17 @@ extern "C" fn probe6_step(_index: u64, ctx: *mut c_void) -> i64 {
         return 1;
     };
     let (hi, lo) = mask6(probe.hi, probe.lo, len);
-    match find6(probe.table, probe.mask, hi, lo, len) {
-        Some(index) if !probe.check_expiry || live(index).is_some() => {
+    let found = if probe.bans {
+        ban_slot6(probe.mask, hi, lo, len).filter(|index| live(*index).is_some())
+    } else {
+        find6(&ALLOW6, probe.mask, hi, lo, len)
+    };
+    match found {
+        Some(index) => {
             probe.found = Some(index);
             1
         }
-        _ => 0,
+        None => 0,
     }
 }
 
@@ -332,9 +390,8 @@ pub fn allowed6(hi: u64, lo: u64) -> bool {
         hi,
         lo,
         lens: Lengths::v6(config::ALLOW6_LENS),
-        table: &ALLOW6,
+        bans: false,
         mask: ALLOW_BUCKETS - 1,
-        check_expiry: false,
         found: None,
     };
     probe.run();

@@ -1,8 +1,9 @@
 //! The XDP ban filter: drop every packet whose source address is banned.
 //!
 //! The whole data path, top to bottom:
-//! 1. [`parse::source`] reads the source address (Ethernet, up to two VLAN tags, IPv4 or IPv6),
-//!    checking bounds before every read.
+//! 1. [`parse::source`] reads the source address (Ethernet, up to eight VLAN tags, IPv4 or
+//!    IPv6; an IPv4-mapped IPv6 source counts as its IPv4 address), checking bounds before
+//!    every read.
 //! 2. [`lookup`] asks the source filter whether any ban can match; most traffic stops here after
 //!    one load. Candidates probe the ban table once per prefix length present near them, and a
 //!    match is then checked against its expiry and the allowlist.
@@ -46,6 +47,7 @@ fn classify(ctx: &XdpContext) -> Verdict {
     let matched = match source {
         Source::NotIp => return Verdict::NotIp,
         Source::Malformed => return Verdict::Malformed,
+        Source::TooManyTags => return Verdict::TooManyTags,
         Source::V4(addr) => lookup::ban4(addr),
         // IPv6 needs the flags first: a very wide IPv6 ban turns its filter off.
         Source::V6(hi, lo) => lookup::ban6(hi, lo, maps::flags()),

@@ -3,12 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use tracking_common::{
     Bucket4, Bucket6, SlotState,
-    layout::{ALLOW_BUCKETS, FILTER_WORDS, FILTER4_WORDS, V4_LENS_WORDS, config},
-    maps::F_MMAPABLE,
+    layout::{
+        ALLOW_BUCKETS, FILTER_WORDS, FILTER4_WORDS, OverflowKey4, OverflowKey6, V4_LENS_WORDS,
+        config,
+    },
+    maps::{F_MMAPABLE, F_NO_PREALLOC},
     stats::{Counter, VERDICTS, Verdict},
 };
 
@@ -32,6 +35,12 @@ pub static SLOTS: Array<SlotState> = Array::with_max_entries(1, F_MMAPABLE);
 pub static ALLOW4: Array<Bucket4> = Array::with_max_entries(ALLOW_BUCKETS, F_MMAPABLE);
 #[map]
 pub static ALLOW6: Array<Bucket6> = Array::with_max_entries(ALLOW_BUCKETS, F_MMAPABLE);
+// Without preallocation: memory only for what they hold (nearly always nothing), and an entry
+// removed is freed after every program run that may read it has ended.
+#[map]
+pub static V4_OVERFLOW: HashMap<OverflowKey4, u32> = HashMap::with_max_entries(1, F_NO_PREALLOC);
+#[map]
+pub static V6_OVERFLOW: HashMap<OverflowKey6, u32> = HashMap::with_max_entries(1, F_NO_PREALLOC);
 
 /// Number of IPv4 ban buckets minus one; set by the loader to match `V4_BANS`.
 #[unsafe(no_mangle)]
@@ -39,6 +48,9 @@ static V4_BUCKET_MASK: u32 = 1;
 /// Number of IPv6 ban buckets minus one; set by the loader to match `V6_BANS`.
 #[unsafe(no_mangle)]
 static V6_BUCKET_MASK: u32 = 1;
+/// The tables' hash key; set by the loader to the one the tables were filled with.
+#[unsafe(no_mangle)]
+static HASH_KEY: u64 = 0;
 
 #[inline(always)]
 pub fn v4_bucket_mask() -> u32 {
@@ -51,6 +63,12 @@ pub fn v4_bucket_mask() -> u32 {
 pub fn v6_bucket_mask() -> u32 {
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&V6_BUCKET_MASK) }
+}
+
+#[inline(always)]
+pub fn hash_key() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&HASH_KEY) }
 }
 
 /// A configuration word, zero if out of range.

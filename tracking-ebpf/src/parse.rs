@@ -2,18 +2,22 @@
 //! `data_end`, which is also what the verifier demands.
 
 use aya_ebpf::programs::XdpContext;
+use tracking_common::layout::MAX_VLAN_TAGS;
 
 /// The source of a frame, as far as the filter cares.
 #[derive(Clone, Copy)]
 pub enum Source {
-    /// IPv4 source, host byte order.
+    /// IPv4 source, host byte order; also an IPv6 packet from an IPv4-mapped address
+    /// (`::ffff:a.b.c.d`), which a dual-stack socket delivers as coming from `a.b.c.d`.
     V4(u32),
     /// IPv6 source as two host-order halves.
     V6(u64, u64),
-    /// Not IPv4 or IPv6 (after at most two VLAN tags).
+    /// Not IPv4 or IPv6 (after at most [`MAX_VLAN_TAGS`] VLAN tags).
     NotIp,
     /// Shorter than the headers it claims, or an IP header with a wrong version or length.
     Malformed,
+    /// A VLAN tag beyond the [`MAX_VLAN_TAGS`]th.
+    TooManyTags,
 }
 
 const ETH_HLEN: usize = 14;
@@ -46,20 +50,32 @@ macro_rules! read_be {
     };
 }
 
+/// Looks through the VLAN tags one by one, with constant offsets: the verifier loses track of
+/// packet bounds through a variable offset, and a fixed depth needs no loop. `$proto` is the
+/// EtherType just read; each step either hands the frame to the network layer or reads the
+/// EtherType behind the next tag.
+macro_rules! through_tags {
+    ($ctx:ident, $proto:ident; $($n:literal)*) => {
+        $(
+            if !is_vlan($proto) {
+                return l3::<{ ETH_HLEN + $n * VLAN_HLEN }>($ctx, $proto);
+            }
+            let $proto = read_be!($ctx, u16, ETH_HLEN + $n * VLAN_HLEN + 2);
+        )*
+    };
+}
+
+// The steps below are written out for this many tags.
+const _: () = assert!(MAX_VLAN_TAGS == 8);
+
 #[inline(always)]
 pub fn source(ctx: &XdpContext) -> Source {
-    // Unrolled with constant offsets: the verifier loses track of packet bounds through a
-    // variable offset, and a fixed depth needs no loop.
     let proto = read_be!(ctx, u16, 12);
-    if !is_vlan(proto) {
-        return l3::<ETH_HLEN>(ctx, proto);
+    through_tags!(ctx, proto; 0 1 2 3 4 5 6 7);
+    if is_vlan(proto) {
+        return Source::TooManyTags;
     }
-    let proto = read_be!(ctx, u16, ETH_HLEN + 2);
-    if !is_vlan(proto) {
-        return l3::<{ ETH_HLEN + VLAN_HLEN }>(ctx, proto);
-    }
-    let proto = read_be!(ctx, u16, ETH_HLEN + VLAN_HLEN + 2);
-    l3::<{ ETH_HLEN + 2 * VLAN_HLEN }>(ctx, proto)
+    l3::<{ ETH_HLEN + MAX_VLAN_TAGS * VLAN_HLEN }>(ctx, proto)
 }
 
 #[inline(always)]
@@ -67,8 +83,7 @@ fn is_vlan(proto: u16) -> bool {
     proto == ETH_P_8021Q || proto == ETH_P_8021AD
 }
 
-/// The network layer at `OFFSET`, after `proto` was read from the last EtherType field. A third
-/// VLAN tag is not unwrapped and counts as not IP.
+/// The network layer at `OFFSET`, after `proto` was read from the last EtherType field.
 #[inline(always)]
 fn l3<const OFFSET: usize>(ctx: &XdpContext, proto: u16) -> Source {
     match proto {
@@ -105,8 +120,11 @@ fn ipv6<const OFFSET: usize>(ctx: &XdpContext) -> Source {
     if read_be!(ctx, u8, OFFSET) >> 4 != 6 {
         return Source::Malformed;
     }
-    Source::V6(
-        read_be!(ctx, u64, OFFSET + 8),
-        read_be!(ctx, u64, OFFSET + 16),
-    )
+    let hi = read_be!(ctx, u64, OFFSET + 8);
+    let lo = read_be!(ctx, u64, OFFSET + 16);
+    if hi == 0 && lo >> 32 == 0xffff {
+        // `::ffff:a.b.c.d` is how a dual-stack host names an IPv4 peer: judged as `a.b.c.d`.
+        return Source::V4(lo as u32);
+    }
+    Source::V6(hi, lo)
 }

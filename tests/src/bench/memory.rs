@@ -85,6 +85,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
         pin_dir: pins.clone(),
         max_bans_v4: DEFAULT_MAX_BANS_V4,
         max_bans_v6: DEFAULT_MAX_BANS_V6,
+        hash_key: None,
     })
     .context("loading the program at the default capacities");
     let measured = defaults.and_then(|p| kernel_memory(&p));

@@ -13,12 +13,13 @@ use ipnet::{IpNet, Ipv4Net};
 use tracking_agent::{
     ban::Effective,
     kernel::{
-        Options, Program, frames,
+        Options, Program,
         program::{Floor, detach_all},
     },
 };
 
 use super::{Report, Row, Scale, Xorshift};
+use crate::frames;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -52,6 +53,7 @@ pub fn load(n: usize) -> anyhow::Result<Loaded> {
         pin_dir: pins.clone(),
         max_bans_v4: (n + n / 10 + 16) as u32,
         max_bans_v6: (n / 10 + 16) as u32,
+        hash_key: None,
     })
     .context("loading the program")?;
     let mut rnd = Xorshift::new(0x5eed);

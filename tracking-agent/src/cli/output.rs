@@ -244,6 +244,16 @@ pub fn status(s: &StatusView) -> String {
         "bans       {} / {} IPv4, {} / {} IPv6",
         s.bans_v4.used, s.bans_v4.capacity, s.bans_v6.used, s.bans_v6.capacity
     );
+    for (family, t) in [("IPv4", &s.bans_v4), ("IPv6", &s.bans_v6)] {
+        if t.left_out > 0 {
+            let _ = writeln!(
+                out,
+                "warning    {} {family} bans of the store are not enforced here: the tables hold {}; \
+                 enforced are the widest networks first, then by address",
+                t.left_out, t.capacity
+            );
+        }
+    }
     let _ = writeln!(out, "allowlist  {} networks", s.allowlist);
     if s.v6_filter_off {
         let _ = writeln!(

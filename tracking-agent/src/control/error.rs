@@ -8,7 +8,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::{api::ErrorBody, engine::EngineError, kernel::KernelError};
+use crate::{api::ErrorBody, engine::EngineError};
 
 /// Every error a handler can return.
 #[derive(Debug)]
@@ -66,9 +66,9 @@ impl From<EngineError> for ApiError {
                 },
             },
             // Actionable by the operator: say it.
-            EngineError::Kernel(e @ KernelError::Full { .. }) => {
-                tracing::warn!("{e}");
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+            EngineError::Refused(why) => {
+                tracing::warn!("{why}");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, why)
             }
             other => {
                 tracing::error!("request failed: {other}");

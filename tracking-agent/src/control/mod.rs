@@ -23,7 +23,7 @@ use axum::{Router, middleware};
 pub use error::ApiError;
 pub use unix::{SocketError, bind};
 
-use crate::{engine::Engine, geoip::GeoIp, kernel::maps::Tables, tokens::Tokens, tracker::Tracker};
+use crate::{engine::Engine, geoip::GeoIp, kernel::Tables, tokens::Tokens, tracker::Tracker};
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -7,7 +7,7 @@
 use std::{
     os::fd::{AsFd, AsRawFd},
     ptr::NonNull,
-    sync::atomic::AtomicU64,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use aya::maps::MapData;
@@ -64,6 +64,44 @@ impl Words {
             bytes,
             name,
         })
+    }
+
+    /// `words` zeroed words of private memory shaped like a map's: for planning changes on a
+    /// copy, and for tests of the tables without a kernel map.
+    pub fn anonymous(name: &'static str, words: usize) -> Result<Self, KernelError> {
+        let bytes = (words * 8).div_ceil(page_size()).max(1) * page_size();
+        // SAFETY: a fresh private anonymous mapping; no file or address is involved.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(KernelError::Mmap {
+                name,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Words {
+            ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
+            words,
+            bytes,
+            name,
+        })
+    }
+
+    /// A private copy of these words.
+    pub fn copy(&self) -> Result<Self, KernelError> {
+        let copy = Words::anonymous(self.name, self.words)?;
+        for (to, from) in copy.iter().zip(self.iter()) {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(copy)
     }
 
     /// Map name, for messages.

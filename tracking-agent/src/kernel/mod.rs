@@ -1,24 +1,35 @@
 //! The XDP program as the agent drives it.
 //!
 //! - [`program`]: load the embedded object, pin maps and links, attach, detach, counters.
-//! - [`maps`]: bans, allowlist, filters and flags, written through shared mappings.
-//! - [`table`]: the open-addressed tables, placed exactly as the program looks them up.
+//! - [`maps`]: the writer: bans, allowlist, filters and flags, all or nothing.
+//! - [`tables`]: the read side: what is held, what is enforced, what the program would decide.
+//! - [`table`]: the open-addressed tables, placed exactly as the program looks them up, and
+//!   why a lookup is never wrong while the agent writes them.
+//! - [`overflow`]: the kernel hash maps for the rare ban whose buckets are full.
+//! - [`derived`]: the source filters and prefix-length masks in front of the tables.
+//! - [`near4`], [`allow_index`]: what tells a removal which bits to clear, and which bans the
+//!   allowlist overlaps.
+//! - [`grace`]: waiting until no program run still reads what was freed.
 //! - [`mmap`]: the shared mappings themselves.
 //! - [`clock`]: wall-clock expiries to the program's monotonic clock and back.
 
+pub mod allow_index;
 pub mod clock;
-pub mod frames;
+pub mod derived;
+pub mod grace;
 pub mod maps;
 pub mod mmap;
+pub mod near4;
+pub mod overflow;
 pub mod program;
 pub mod table;
+pub mod tables;
 
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
-
-pub use maps::{Applied, KernelBan, Maps};
+pub use maps::{Applied, Maps};
 pub use program::{AttachMode, Attachment, ModeChoice, Options, Program};
+pub use tables::{KernelBan, OverCapacity, Tables};
 
 /// Errors of the kernel layer.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +70,18 @@ pub enum KernelError {
     },
     #[error("XDP link: {0}")]
     Link(String),
+    #[error("{0}")]
+    OverCapacity(OverCapacity),
     #[error(
-        "cannot add {network}: the kernel tables are full ({capacity} bans of its family); restart the agent with a larger --max-bans-v4/--max-bans-v6"
+        "the allowlist holds at most {max} {family} networks and this change needs {count}; nothing was changed"
     )]
-    Full { network: IpNet, capacity: usize },
+    AllowlistFull {
+        family: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("grace period: {0}")]
+    Grace(String),
 }
 
 impl KernelError {

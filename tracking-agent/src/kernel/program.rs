@@ -37,6 +37,7 @@ use super::{
     KernelError,
     maps::{Mappings, Maps},
     mmap::Words,
+    overflow::Overflow,
 };
 
 /// The program, built by build.rs from `tracking-ebpf`.
@@ -114,6 +115,10 @@ pub struct Options {
     pub max_bans_v4: u32,
     /// IPv6 bans the tables must hold.
     pub max_bans_v6: u32,
+    /// The hash key of tables made afresh; `None` draws one at random, as the agent always
+    /// does. Tests fix it to build lists that fill chosen buckets. Tables adopted from pins
+    /// keep the key they were made with.
+    pub hash_key: Option<u64>,
 }
 
 /// An interface the program is attached to.
@@ -166,13 +171,26 @@ impl Program {
         let dir = opts.pin_dir.join(&generation);
         fs::create_dir_all(&dir).map_err(|e| KernelError::io(&dir, e))?;
         let present = names::ALL.iter().filter(|m| dir.join(m).exists()).count();
-        if present != 0 && present != names::ALL.len() {
-            // Left by an agent that died while creating them: start this generation afresh.
+        // Pinned maps are adopted with the key they were filled with. Maps without one were
+        // left by an agent that died while creating them, before it wrote a single ban.
+        let pinned_key = if present == names::ALL.len() {
+            pinned_hash_key(&dir)?
+        } else {
+            None
+        };
+        if present != 0 && pinned_key.is_none() {
             for m in names::ALL {
                 let _ = fs::remove_file(dir.join(m));
             }
         }
-        let adopted = present == names::ALL.len();
+        let adopted = pinned_key.is_some();
+        let key = match pinned_key {
+            Some(key) => key,
+            None => match opts.hash_key {
+                Some(key) if key != 0 => key,
+                _ => random_key().map_err(|e| KernelError::io(Path::new("/dev/urandom"), e))?,
+            },
+        };
 
         let v4_mask = v4_buckets - 1;
         let v6_mask = v6_buckets - 1;
@@ -181,8 +199,11 @@ impl Program {
             .map_max_entries(names::V4_BANS, v4_buckets)
             .map_max_entries(names::V6_BANS, v6_buckets)
             .map_max_entries(names::SLOTS, slots)
+            .map_max_entries(names::V4_OVERFLOW, opts.max_bans_v4.max(1))
+            .map_max_entries(names::V6_OVERFLOW, opts.max_bans_v6.max(1))
             .override_global(globals::V4_BUCKET_MASK, &v4_mask, true)
-            .override_global(globals::V6_BUCKET_MASK, &v6_mask, true);
+            .override_global(globals::V6_BUCKET_MASK, &v6_mask, true)
+            .override_global(globals::HASH_KEY, &key, true);
         for m in names::ALL {
             loader.map_pin_path(m, dir.join(m));
         }
@@ -236,7 +257,17 @@ impl Program {
                 dir.display()
             )));
         }
-        let maps = Maps::new(m, opts.max_bans_v4 as usize, opts.max_bans_v6 as usize)?;
+        if !adopted {
+            m.config[config::HASH_KEY as usize].store(key, std::sync::atomic::Ordering::Release);
+        }
+        let overflow = Overflow::open(&dir)?;
+        let maps = Maps::new(
+            m,
+            overflow,
+            key,
+            opts.max_bans_v4 as usize,
+            opts.max_bans_v6 as usize,
+        )?;
         let stats_data = MapData::from_pin(dir.join(names::STATS))
             .map_err(|e| KernelError::map(names::STATS, e))?;
         let stats = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(stats_data))
@@ -437,6 +468,15 @@ impl Program {
         Ok(out)
     }
 
+    /// The kernel's id of the loaded program: what `bpftool prog show id` and a test runner
+    /// of its own take.
+    pub fn id(&self) -> Result<u32, KernelError> {
+        let info = xdp(&self.ebpf, PROGRAM_NAME)?
+            .info()
+            .map_err(|e| KernelError::Verify(Box::new(e)))?;
+        Ok(info.id())
+    }
+
     /// Runs the program once on `frame` through `BPF_PROG_TEST_RUN`: the verdict and the mean
     /// duration over `repeat` runs.
     pub fn test_run(
@@ -450,6 +490,32 @@ impl Program {
             repeat,
             TestRunAttrs::new(),
         )
+    }
+}
+
+/// The hash key kept in the pinned `CONFIG` map of `dir`, if it has one.
+fn pinned_hash_key(dir: &Path) -> Result<Option<u64>, KernelError> {
+    let data = MapData::from_pin(dir.join(names::CONFIG))
+        .map_err(|e| KernelError::map(names::CONFIG, e))?;
+    let words = Words::map(names::CONFIG, &data)?;
+    let key = words
+        .get(config::HASH_KEY as usize)
+        .map(|w| w.load(std::sync::atomic::Ordering::Acquire))
+        .unwrap_or(0);
+    Ok((key != 0).then_some(key))
+}
+
+/// A random, non-zero hash key.
+fn random_key() -> std::io::Result<u64> {
+    use std::io::Read as _;
+    let mut file = fs::File::open("/dev/urandom")?;
+    loop {
+        let mut bytes = [0u8; 8];
+        file.read_exact(&mut bytes)?;
+        let key = u64::from_ne_bytes(bytes);
+        if key != 0 {
+            return Ok(key);
+        }
     }
 }
 
@@ -533,6 +599,7 @@ impl Program {
                 let data: &MapData = match m {
                     aya::maps::Map::Array(d)
                     | aya::maps::Map::PerCpuArray(d)
+                    | aya::maps::Map::HashMap(d)
                     | aya::maps::Map::RingBuf(d) => d,
                     _ => return None,
                 };

@@ -1,11 +1,44 @@
 //! The agent's side of the program's open-addressed tables (`V4_BANS`, `V6_BANS`, `ALLOW4`,
-//! `ALLOW6`): the same bucket choice as the program ([`tracking_common::hash`]), seen through a
-//! shared mapping.
+//! `ALLOW6`): the same bucket choice as the program ([`tracking_common::hash`], under the
+//! tables' key), seen through a shared mapping.
 //!
-//! Publication order is what keeps lookups exact while the agent writes: an entry's key words are
-//! stored before its tag, and a removal clears the tag first. When both candidate buckets of a new
-//! network are full, one resident entry moves to its other bucket by copy-then-clear, so at every
-//! instant it is present in at least one of the buckets the program reads.
+//! # Why a lookup that runs while the agent writes is never wrong
+//!
+//! The program reads these tables at any instant, on any CPU, while the agent (one writer,
+//! under the engine's lock) changes them. A lookup must find every network that is held for the
+//! whole of the lookup (no miss), and must never report a network that is not held, or held
+//! with another slot (no false match). What the writer does, and why each step keeps both:
+//!
+//! 1. **Adding.** The slot's state is stored before the entry, and in an entry the key words
+//!    before the tag (the tag is what makes an entry match). An IPv4 entry is one 64-bit word,
+//!    written and read in one access, so a lookup sees it whole or not at all. An IPv6 entry is
+//!    three words: written address first, tag last; the program reads the tag first and the
+//!    address after. A lookup that reads the new tag then reads the new address (stores become
+//!    visible in order and loads are not reordered with earlier loads on x86-64, the
+//!    architecture this agent is built and tested on; a weakly ordered CPU would need acquire
+//!    loads in the program, which its toolchain cannot express yet).
+//! 2. **Moving.** When both buckets of a new network are full, one resident moves to make
+//!    room, and only ever from its first bucket to its second, the order in which the program
+//!    scans them: copy into the second, then empty the first. A lookup of that resident reads
+//!    the first bucket, then the second. If it read the first before it was emptied, it found
+//!    the resident there; if after, the copy was already in the second, which it reads later.
+//!    A move the other way could slip between the two reads and is never made. An entry that is
+//!    already in its second bucket stays where it is.
+//! 3. **Removing.** An IPv4 entry is emptied in one store: a lookup sees the whole old entry or
+//!    an empty one. An IPv6 entry is *retired*: its tag becomes [`TAG_RETIRED`], which matches
+//!    no lookup, and nothing is written into it until a grace period has passed
+//!    ([`super::grace`]), after which no lookup that may have read its old tag is still running.
+//!    Without that, a lookup that read the old tag could read the address of the next network
+//!    written there and pair them. Likewise a removed ban's slot is reused only after a grace
+//!    period, so a lookup that took the slot number from the old entry never reads, or counts a
+//!    hit against, the state of the ban that next gets the slot.
+//! 4. **Overflowing.** A network whose two buckets are full and whose residents cannot move
+//!    goes to the family's overflow hash map ([`super::overflow`]), which the kernel keeps safe
+//!    for concurrent readers; entries never move between a table and its overflow map.
+//!
+//! Updating an expiry is one 64-bit store of the slot's control word. The derived state (source
+//! filters, length masks) is the subject of `super::maps`: bits are set after an entry is
+//! written and cleared only after the entries that needed them are gone.
 
 use std::{
     marker::PhantomData,
@@ -16,7 +49,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use tracking_common::{
     hash::{buckets4, buckets6},
-    layout::{ENTRIES4, ENTRIES6, tag, tag_len, tag_slot},
+    layout::{ENTRIES4, ENTRIES6, TAG_RETIRED, tag, tag_len, tag_slot},
 };
 
 use super::mmap::Words;
@@ -28,22 +61,25 @@ pub trait Family {
     const ENTRIES: usize;
     /// 64-bit words per entry; the tag is in the last one.
     const ENTRY_WORDS: usize;
-    fn prefix_len(net: &Self::Net) -> u8;
-    fn buckets(net: &Self::Net, mask: u32) -> (u32, u32);
-    /// Stores `net` with `tag` into an empty entry: key words first, tag last.
-    fn write(entry: &[AtomicU64], net: &Self::Net, tag: u32);
-    /// The network and tag of an entry, or `None` if it is empty.
-    fn read(entry: &[AtomicU64]) -> Option<(Self::Net, u32)>;
-    /// Empties an entry by clearing its tag.
-    fn clear(entry: &[AtomicU64]);
-    /// The tag of `entry` if it holds `net`; compares raw words, without building a network.
-    fn holds(entry: &[AtomicU64], net: &Self::Net) -> Option<u32>;
-    /// Whether an entry holds anything.
-    fn used(entry: &[AtomicU64]) -> bool {
-        entry[Self::ENTRY_WORDS - 1].load(Ordering::Acquire) >> Self::TAG_SHIFT != 0
-    }
     /// Where the tag sits in the entry's last word.
     const TAG_SHIFT: u32;
+    /// Whether a removed entry must wait for a grace period before it is written again (see
+    /// the module's point 3).
+    const RETIRES: bool;
+    fn prefix_len(net: &Self::Net) -> u8;
+    fn buckets(net: &Self::Net, key: u64, mask: u32) -> (u32, u32);
+    /// Stores `net` with `tag` into an empty entry: key words first, tag last.
+    fn write(entry: &[AtomicU64], net: &Self::Net, tag: u32);
+    /// The network and tag of an entry, or `None` if it is empty or retired.
+    fn read(entry: &[AtomicU64]) -> Option<(Self::Net, u32)>;
+    /// Removes an entry: empties it, or retires it where `RETIRES`.
+    fn remove(entry: &[AtomicU64]);
+    /// The tag of `entry` if it holds `net`; compares raw words, without building a network.
+    fn holds(entry: &[AtomicU64], net: &Self::Net) -> Option<u32>;
+    /// The tag of an entry: zero when empty, [`TAG_RETIRED`] when retired.
+    fn tag_of(entry: &[AtomicU64]) -> u32 {
+        (entry[Self::ENTRY_WORDS - 1].load(Ordering::Acquire) >> Self::TAG_SHIFT) as u32
+    }
 }
 
 /// IPv4: `addr | tag << 32` in one word (`Entry4` on a little-endian machine).
@@ -56,13 +92,14 @@ impl Family for V4 {
     const ENTRIES: usize = ENTRIES4;
     const ENTRY_WORDS: usize = 1;
     const TAG_SHIFT: u32 = 32;
+    const RETIRES: bool = false;
 
     fn prefix_len(net: &Ipv4Net) -> u8 {
         net.prefix_len()
     }
 
-    fn buckets(net: &Ipv4Net, mask: u32) -> (u32, u32) {
-        buckets4(net.addr().to_bits(), net.prefix_len(), mask)
+    fn buckets(net: &Ipv4Net, key: u64, mask: u32) -> (u32, u32) {
+        buckets4(net.addr().to_bits(), net.prefix_len(), key, mask)
     }
 
     fn write(entry: &[AtomicU64], net: &Ipv4Net, tag_: u32) {
@@ -80,7 +117,7 @@ impl Family for V4 {
         Some((net, tag_))
     }
 
-    fn clear(entry: &[AtomicU64]) {
+    fn remove(entry: &[AtomicU64]) {
         entry[0].store(0, Ordering::Release);
     }
 
@@ -96,36 +133,37 @@ impl Family for V6 {
     const ENTRIES: usize = ENTRIES6;
     const ENTRY_WORDS: usize = 3;
     const TAG_SHIFT: u32 = 0;
+    const RETIRES: bool = true;
 
     fn prefix_len(net: &Ipv6Net) -> u8 {
         net.prefix_len()
     }
 
-    fn buckets(net: &Ipv6Net, mask: u32) -> (u32, u32) {
+    fn buckets(net: &Ipv6Net, key: u64, mask: u32) -> (u32, u32) {
         let (hi, lo) = split6(net.addr());
-        buckets6(hi, lo, net.prefix_len(), mask)
+        buckets6(hi, lo, net.prefix_len(), key, mask)
     }
 
     fn write(entry: &[AtomicU64], net: &Ipv6Net, tag_: u32) {
         let (hi, lo) = split6(net.addr());
-        entry[0].store(hi, Ordering::Relaxed);
-        entry[1].store(lo, Ordering::Relaxed);
+        entry[0].store(hi, Ordering::Release);
+        entry[1].store(lo, Ordering::Release);
         entry[2].store(tag_ as u64, Ordering::Release);
     }
 
     fn read(entry: &[AtomicU64]) -> Option<(Ipv6Net, u32)> {
         let tag_ = entry[2].load(Ordering::Acquire) as u32;
-        if tag_ == 0 {
+        if tag_ == 0 || tag_ == TAG_RETIRED {
             return None;
         }
-        let hi = entry[0].load(Ordering::Relaxed);
-        let lo = entry[1].load(Ordering::Relaxed);
+        let hi = entry[0].load(Ordering::Acquire);
+        let lo = entry[1].load(Ordering::Acquire);
         let net = Ipv6Net::new(join6(hi, lo), tag_len(tag_)).ok()?;
         Some((net, tag_))
     }
 
-    fn clear(entry: &[AtomicU64]) {
-        entry[2].store(0, Ordering::Release);
+    fn remove(entry: &[AtomicU64]) {
+        entry[2].store(TAG_RETIRED as u64, Ordering::Release);
     }
 
     fn holds(entry: &[AtomicU64], net: &Ipv6Net) -> Option<u32> {
@@ -134,7 +172,7 @@ impl Family for V6 {
             return None;
         }
         let (hi, lo) = split6(net.addr());
-        (entry[0].load(Ordering::Relaxed) == hi && entry[1].load(Ordering::Relaxed) == lo)
+        (entry[0].load(Ordering::Acquire) == hi && entry[1].load(Ordering::Acquire) == lo)
             .then_some(tag_)
     }
 }
@@ -168,20 +206,33 @@ pub struct Probe {
     buckets: (u32, u32),
 }
 
-/// Both candidate buckets of a network are full and no resident could move out of the way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TableFull;
+/// What [`Table::insert_probed`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The network is in the table.
+    Placed {
+        /// A resident moved from its first bucket to its second to make room.
+        moved: bool,
+    },
+    /// Both buckets were full; a resident moved to its second bucket, and the entry it left
+    /// is retired (the word of its tag given): once that has been reclaimed the insert fits.
+    MadeRoom(usize),
+    /// Both candidate buckets are full and no resident could move out of the way.
+    Full,
+}
 
 /// A ban or allow table of one family.
 pub struct Table<F: Family> {
     words: Words,
     mask: u32,
+    /// The hash key the program was loaded with.
+    key: u64,
     _family: PhantomData<F>,
 }
 
 impl<F: Family> Table<F> {
     /// Wraps the mapping of a table map; its bucket count must be a power of two.
-    pub fn new(words: Words) -> Result<Self, super::KernelError> {
+    pub fn new(words: Words, key: u64) -> Result<Self, super::KernelError> {
         let buckets = words.len() / (F::ENTRIES * F::ENTRY_WORDS);
         if !buckets.is_power_of_two() || buckets * F::ENTRIES * F::ENTRY_WORDS != words.len() {
             return Err(super::KernelError::Layout(format!(
@@ -193,6 +244,7 @@ impl<F: Family> Table<F> {
         Ok(Table {
             words,
             mask: buckets as u32 - 1,
+            key,
             _family: PhantomData,
         })
     }
@@ -207,8 +259,16 @@ impl<F: Family> Table<F> {
         self.buckets() as usize * F::ENTRIES
     }
 
+    fn candidates(&self, net: &F::Net) -> (u32, u32) {
+        F::buckets(net, self.key, self.mask)
+    }
+
+    fn start(bucket: u32, i: usize) -> usize {
+        (bucket as usize * F::ENTRIES + i) * F::ENTRY_WORDS
+    }
+
     fn entry(&self, bucket: u32, i: usize) -> &[AtomicU64] {
-        let start = (bucket as usize * F::ENTRIES + i) * F::ENTRY_WORDS;
+        let start = Self::start(bucket, i);
         &self.words[start..start + F::ENTRY_WORDS]
     }
 
@@ -217,10 +277,11 @@ impl<F: Family> Table<F> {
     }
 
     fn free_in(&self, bucket: u32) -> Option<usize> {
-        (0..F::ENTRIES).find(|&i| !F::used(self.entry(bucket, i)))
+        (0..F::ENTRIES).find(|&i| F::tag_of(self.entry(bucket, i)) == 0)
     }
 
-    /// One pass over a bucket: where `net` is, how many entries are used, the first free one.
+    /// One pass over a bucket: where `net` is, how many entries are taken (retired ones
+    /// included), the first free one.
     fn scan(&self, bucket: u32, net: &F::Net) -> (Option<(usize, u32)>, usize, Option<usize>) {
         let mut used = 0;
         let mut free = None;
@@ -229,7 +290,7 @@ impl<F: Family> Table<F> {
             if let Some(t) = F::holds(entry, net) {
                 return (Some((i, t)), 0, None);
             }
-            if F::used(entry) {
+            if F::tag_of(entry) != 0 {
                 used += 1;
             } else if free.is_none() {
                 free = Some(i);
@@ -240,7 +301,7 @@ impl<F: Family> Table<F> {
 
     /// The slot recorded for `net`, if present.
     pub fn get(&self, net: &F::Net) -> Option<u32> {
-        let (b1, b2) = F::buckets(net, self.mask);
+        let (b1, b2) = self.candidates(net);
         self.find_in(b1, net)
             .or_else(|| self.find_in(b2, net))
             .map(|(_, t)| tag_slot(t))
@@ -250,7 +311,7 @@ impl<F: Family> Table<F> {
     /// networks ahead of the one it works on: in a table of many megabytes every bucket is a
     /// cache and TLB miss, which costs more than everything else an insert does.
     pub fn prefetch(&self, net: &F::Net) {
-        let (b1, b2) = F::buckets(net, self.mask);
+        let (b1, b2) = self.candidates(net);
         for b in [b1, b2] {
             let entry = self.entry(b, 0);
             prefetch(entry.as_ptr());
@@ -260,7 +321,7 @@ impl<F: Family> Table<F> {
     /// Looks `net` up and, when it is absent, notes where it would go: one pass over its two
     /// buckets serves both the lookup and a following [`Table::insert_probed`].
     pub fn probe(&self, net: &F::Net) -> Probe {
-        let (b1, b2) = F::buckets(net, self.mask);
+        let (b1, b2) = self.candidates(net);
         let (found1, used1, free1) = self.scan(b1, net);
         if let Some((_, t)) = found1 {
             return Probe {
@@ -292,51 +353,83 @@ impl<F: Family> Table<F> {
     }
 
     /// Adds `net` with `slot`. The caller makes sure it is not present yet.
-    pub fn insert(&self, net: &F::Net, slot: u32) -> Result<(), TableFull> {
+    pub fn insert(&self, net: &F::Net, slot: u32) -> Inserted {
         let probe = self.probe(net);
         self.insert_probed(net, slot, &probe)
     }
 
     /// Adds `net`, absent according to `probe`, which was taken with no write in between.
-    pub fn insert_probed(&self, net: &F::Net, slot: u32, probe: &Probe) -> Result<(), TableFull> {
+    pub fn insert_probed(&self, net: &F::Net, slot: u32, probe: &Probe) -> Inserted {
         let tag_ = tag(slot, F::prefix_len(net));
         if let Some((bucket, i)) = probe.place {
             F::write(self.entry(bucket, i), net, tag_);
-            return Ok(());
+            return Inserted::Placed { moved: false };
         }
         let (b1, b2) = probe.buckets;
-        // Both full: move one resident to its other bucket, copy first, then clear.
+        // Both full: a resident that sits in its first bucket moves to its second, the way the
+        // program scans (the module's point 2).
         for bucket in [b1, b2] {
             for i in 0..F::ENTRIES {
                 let Some((resident, resident_tag)) = F::read(self.entry(bucket, i)) else {
                     continue;
                 };
-                let (r1, r2) = F::buckets(&resident, self.mask);
-                let other = if r1 == bucket { r2 } else { r1 };
-                if other == bucket {
+                let (first, second) = self.candidates(&resident);
+                if first != bucket || second == bucket {
                     continue;
                 }
-                if let Some(j) = self.free_in(other) {
-                    F::write(self.entry(other, j), &resident, resident_tag);
-                    F::clear(self.entry(bucket, i));
-                    F::write(self.entry(bucket, i), net, tag_);
-                    return Ok(());
+                let Some(j) = self.free_in(second) else {
+                    continue;
+                };
+                F::write(self.entry(second, j), &resident, resident_tag);
+                F::remove(self.entry(bucket, i));
+                if F::RETIRES {
+                    return Inserted::MadeRoom(self.tag_word(bucket, i));
                 }
+                F::write(self.entry(bucket, i), net, tag_);
+                return Inserted::Placed { moved: true };
             }
         }
-        Err(TableFull)
+        Inserted::Full
     }
 
-    /// Removes `net`, returning its slot.
-    pub fn remove(&self, net: &F::Net) -> Option<u32> {
-        let (b1, b2) = F::buckets(net, self.mask);
+    fn tag_word(&self, bucket: u32, i: usize) -> usize {
+        Self::start(bucket, i) + F::ENTRY_WORDS - 1
+    }
+
+    /// Removes `net`: its slot, and the word of its retired tag where the family retires
+    /// entries (to be reclaimed after a grace period, [`Table::reclaim`]).
+    pub fn remove(&self, net: &F::Net) -> Option<(u32, Option<usize>)> {
+        let (b1, b2) = self.candidates(net);
         for bucket in [b1, b2] {
             if let Some((i, tag_)) = self.find_in(bucket, net) {
-                F::clear(self.entry(bucket, i));
-                return Some(tag_slot(tag_));
+                F::remove(self.entry(bucket, i));
+                let retired = F::RETIRES.then(|| self.tag_word(bucket, i));
+                return Some((tag_slot(tag_), retired));
             }
         }
         None
+    }
+
+    /// Empties a retired entry, once no lookup can still be reading it.
+    pub fn reclaim(&self, tag_word: usize) {
+        let word = &self.words[tag_word];
+        if word.load(Ordering::Acquire) >> F::TAG_SHIFT == TAG_RETIRED as u64 {
+            word.store(0, Ordering::Release);
+        }
+    }
+
+    /// The tag words of retired entries, e.g. left by an agent that stopped.
+    pub fn retired(&self) -> Vec<usize> {
+        (0..self.buckets())
+            .flat_map(|b| (0..F::ENTRIES).map(move |i| (b, i)))
+            .filter(|&(b, i)| F::tag_of(self.entry(b, i)) == TAG_RETIRED)
+            .map(|(b, i)| self.tag_word(b, i))
+            .collect()
+    }
+
+    /// A private copy of the table's words, to plan a change on.
+    pub fn words_copy(&self) -> Result<Words, super::KernelError> {
+        self.words.copy()
     }
 
     /// The raw words of the table, `ENTRY_WORDS` an entry, for scans that must be fast.
@@ -351,10 +444,140 @@ impl<F: Family> Table<F> {
             .map(|(net, tag_)| (net, tag_slot(tag_)))
     }
 
-    /// Empties the table.
-    pub fn clear(&self) {
-        for w in self.words.iter() {
-            w.store(0, Ordering::Release);
+    /// How many entries each bucket has taken, fullest first: for tests and the status.
+    pub fn fullest(&self) -> usize {
+        (0..self.buckets())
+            .map(|b| {
+                (0..F::ENTRIES)
+                    .filter(|&i| F::tag_of(self.entry(b, i)) != 0)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table<F: Family>(buckets: usize, key: u64) -> Table<F> {
+        let words = Words::anonymous("test", buckets * F::ENTRIES * F::ENTRY_WORDS).unwrap();
+        Table::new(words, key).unwrap()
+    }
+
+    fn v4(addr: u32, len: u8) -> Ipv4Net {
+        Ipv4Net::new(Ipv4Addr::from_bits(addr), len)
+            .unwrap()
+            .trunc()
+    }
+
+    /// Networks whose first bucket is `bucket` under `key`, from `start` upward.
+    fn first_in(table: &Table<V4>, bucket: u32, start: u32, count: usize) -> Vec<Ipv4Net> {
+        (start..)
+            .map(|a| v4(a, 32))
+            .filter(|n| table.candidates(n).0 == bucket && table.candidates(n).1 != bucket)
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn a_table_sized_for_half_load_takes_consecutive_addresses_and_whole_networks() {
+        // 2^16 buckets of 8 entries hold 2^19 networks at half load.
+        let t = table::<V4>(1 << 16, 0x5eed_0f_7ab1e5);
+        for (i, a) in (0x6440_0000u32..0x6440_0000 + (1 << 19)).enumerate() {
+            assert!(
+                matches!(t.insert(&v4(a, 32), i as u32), Inserted::Placed { .. }),
+                "address {} of a run of consecutive ones",
+                i
+            );
         }
+        assert!(t.fullest() < 8, "no bucket filled: {}", t.fullest());
+    }
+
+    #[test]
+    fn a_resident_only_ever_moves_from_its_first_bucket_to_its_second() {
+        let t = table::<V4>(64, 7);
+        let crowd = first_in(&t, 5, 0x0a00_0000, 9);
+        for (i, n) in crowd[..8].iter().enumerate() {
+            t.insert(n, i as u32);
+        }
+        // Bucket 5 is full of networks whose first bucket it is; the ninth makes one move.
+        let before: Vec<_> = t.iter().collect();
+        let inserted = t.insert(&crowd[8], 8);
+        assert!(
+            matches!(inserted, Inserted::Placed { .. }),
+            "{inserted:?}: the new one goes to its second bucket or a resident moves"
+        );
+        for (net, slot) in before {
+            assert_eq!(t.get(&net), Some(slot), "{net} is still found");
+            let (first, second) = t.candidates(&net);
+            let at_first = t.find_in(first, &net).is_some();
+            let at_second = t.find_in(second, &net).is_some();
+            assert!(at_first ^ at_second, "{net} is in exactly one bucket");
+        }
+    }
+
+    #[test]
+    fn when_no_resident_can_move_the_insert_says_full() {
+        let t = table::<V4>(2, 1);
+        let mut slot = 0;
+        let mut full = false;
+        for a in 0x0a00_0000u32.. {
+            match t.insert(&v4(a, 32), slot) {
+                Inserted::Full => {
+                    full = true;
+                    break;
+                }
+                _ => slot += 1,
+            }
+        }
+        assert!(full);
+        assert_eq!(slot as usize, t.entries(), "every entry was used first");
+    }
+
+    #[test]
+    fn a_removed_ipv6_entry_is_retired_until_reclaimed() {
+        let t = table::<V6>(4, 3);
+        let n: Ipv6Net = "2001:db8::1/128".parse().unwrap();
+        assert_eq!(t.insert(&n, 9), Inserted::Placed { moved: false });
+        let (slot, retired) = t.remove(&n).unwrap();
+        assert_eq!(slot, 9);
+        let word = retired.expect("IPv6 entries retire");
+        assert_eq!(t.get(&n), None, "a retired entry matches nothing");
+        assert_eq!(t.iter().count(), 0);
+        assert_eq!(t.retired(), [word]);
+        // Until it is reclaimed nothing is written into it.
+        let (b1, b2) = t.candidates(&n);
+        let taken = |b: u32| {
+            (0..ENTRIES6)
+                .filter(|&i| V6::tag_of(t.entry(b, i)) != 0)
+                .count()
+        };
+        assert_eq!(taken(b1) + if b1 == b2 { 0 } else { taken(b2) }, 1);
+        t.reclaim(word);
+        assert!(t.retired().is_empty());
+    }
+
+    #[test]
+    fn an_ipv4_removal_empties_its_entry_at_once() {
+        let t = table::<V4>(4, 3);
+        let n = v4(0x0a00_0001, 32);
+        t.insert(&n, 1);
+        assert_eq!(t.remove(&n), Some((1, None)));
+        assert!(t.retired().is_empty());
+        assert_eq!(t.get(&n), None);
+    }
+
+    #[test]
+    fn the_key_decides_where_networks_go() {
+        let a = table::<V4>(1 << 10, 1);
+        let b = table::<V4>(1 << 10, 2);
+        let nets: Vec<Ipv4Net> = (0..64).map(|i| v4(0x0a00_0000 + i, 32)).collect();
+        let same = nets
+            .iter()
+            .filter(|n| a.candidates(n) == b.candidates(n))
+            .count();
+        assert!(same < 4, "{same} of 64 networks land alike under two keys");
     }
 }

@@ -83,6 +83,9 @@ pub enum StoreError {
     Postgres(#[source] postgres::PgError),
     #[error("the task that listens for the fleet's changes stopped")]
     ListenerStopped,
+    /// The change was computed but not committed: what it would leave cannot be enforced.
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -100,6 +103,23 @@ pub struct SyncReport {
     pub unchanged: usize,
     /// Kernel-side consequences, one per network whose effective ban changed.
     pub effects: Vec<Effect>,
+}
+
+/// Decides, inside a change's transaction and before it commits, whether the change may be
+/// made: the agent's answer is whether its kernel tables can hold what the change leaves
+/// banned, so that a change they cannot hold changes nothing anywhere.
+pub trait Admission: Send + Sync {
+    /// `Err` with the reason refuses the change; the transaction is rolled back.
+    fn admit(&self, effects: &[Effect]) -> std::result::Result<(), String>;
+}
+
+/// Admits every change: for a store used without kernel tables (its own tests, benchmarks).
+pub struct Unlimited;
+
+impl Admission for Unlimited {
+    fn admit(&self, _: &[Effect]) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The storage of bans, the allowlist, visitors and user-agent rules.
@@ -132,12 +152,14 @@ pub trait Store: Send + Sync + 'static {
     /// missing (created at `now`), updates what changed (a reason, or an expiry: a synced record
     /// has none, so one that was given an expiry by hand loses it), removes what is gone.
     /// Records of other sources are untouched. Entries may come in any order; host bits are
-    /// cleared, and of two entries of one network the first counts.
+    /// cleared, and of two entries of one network the first counts. `admission` sees the
+    /// effects before the commit; a refusal leaves the store as it was.
     async fn sync_source(
         &self,
         source: String,
         entries: Vec<ListEntry>,
         now: Timestamp,
+        admission: std::sync::Arc<dyn Admission>,
     ) -> Result<SyncReport>;
 
     /// Deletes the records that expired at or before `now`, returning the effects.

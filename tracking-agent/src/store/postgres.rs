@@ -207,6 +207,7 @@ impl Store for PgStore {
         source: String,
         entries: Vec<ListEntry>,
         now: Timestamp,
+        admission: std::sync::Arc<dyn super::Admission>,
     ) -> Result<SyncReport> {
         sync::sync_source(
             &mut self.client().await?,
@@ -214,6 +215,7 @@ impl Store for PgStore {
             &source,
             entries,
             now,
+            &*admission,
         )
         .await
     }

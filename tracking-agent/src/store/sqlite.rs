@@ -197,8 +197,9 @@ impl Store for SqliteStore {
         source: String,
         entries: Vec<ListEntry>,
         now: Timestamp,
+        admission: std::sync::Arc<dyn super::Admission>,
     ) -> Result<SyncReport> {
-        self.call(move |w| w.sync_source(source, entries, now))
+        self.call(move |w| w.sync_source(source, entries, now, &*admission))
             .await
     }
 
@@ -333,7 +334,12 @@ mod tests {
         let h = Harness::new();
         let list = vec![listed("10.0.0.1/32", "SBL1"), listed("10.0.0.2/32", "")];
         h.store
-            .sync_source("drop".into(), list.clone(), at(NOW))
+            .sync_source(
+                "drop".into(),
+                list.clone(),
+                at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
+            )
             .await
             .unwrap();
         h.store
@@ -368,7 +374,12 @@ mod tests {
         // The index read back from the file knows what the list already holds.
         let again = h
             .store
-            .sync_source("drop".into(), list, at(NOW))
+            .sync_source(
+                "drop".into(),
+                list,
+                at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -386,7 +397,12 @@ mod tests {
         let h = Harness::new();
         let list = vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")];
         h.store
-            .sync_source("drop".into(), list.clone(), at(NOW))
+            .sync_source(
+                "drop".into(),
+                list.clone(),
+                at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
+            )
             .await
             .unwrap();
         // Someone in the `sqlite3` shell.
@@ -397,7 +413,12 @@ mod tests {
         );
         let again = h
             .store
-            .sync_source("drop".into(), list, at(NOW))
+            .sync_source(
+                "drop".into(),
+                list,
+                at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
+            )
             .await
             .unwrap();
         assert_eq!((again.added, again.unchanged), (1, 1));
@@ -474,6 +495,7 @@ mod tests {
                 "drop".into(),
                 vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")],
                 at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
             )
             .await
             .unwrap();
@@ -510,7 +532,12 @@ mod tests {
         ];
         assert!(
             h.store
-                .sync_source("drop".into(), poisoned, at(NOW))
+                .sync_source(
+                    "drop".into(),
+                    poisoned,
+                    at(NOW),
+                    std::sync::Arc::new(crate::store::Unlimited)
+                )
                 .await
                 .is_err()
         );
@@ -525,6 +552,7 @@ mod tests {
                 "drop".into(),
                 vec![listed("10.0.0.1/32", ""), listed("10.0.0.3/32", "")],
                 at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
             )
             .await
             .unwrap();

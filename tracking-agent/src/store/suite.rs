@@ -366,6 +366,7 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
                 listed("10.0.0.5/32", "SBL5"),
             ],
             at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
         )
         .await
         .unwrap();
@@ -403,6 +404,7 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
                 listed("10.0.0.1/32", "SBL1, renamed"),
             ],
             at(NOW + 1_000),
+            std::sync::Arc::new(crate::store::Unlimited),
         )
         .await
         .unwrap();
@@ -440,11 +442,21 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
 pub async fn syncing_the_same_list_again_changes_nothing(store: &dyn Store) {
     let list = vec![listed("10.0.0.1/32", "SBL1"), listed("10.0.0.3/32", "")];
     store
-        .sync_source("drop".into(), list.clone(), at(NOW))
+        .sync_source(
+            "drop".into(),
+            list.clone(),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     let again = store
-        .sync_source("drop".into(), list, at(NOW))
+        .sync_source(
+            "drop".into(),
+            list,
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -466,11 +478,17 @@ pub async fn syncing_an_empty_list_removes_every_record_of_the_source(store: &dy
             "drop".into(),
             vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")],
             at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
         )
         .await
         .unwrap();
     let report = store
-        .sync_source("drop".into(), vec![], at(NOW))
+        .sync_source(
+            "drop".into(),
+            vec![],
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -502,6 +520,7 @@ pub async fn a_synced_list_keeps_the_first_entry_of_each_network_with_host_bits_
                 listed("10.0.0.0/24", "second"),
             ],
             at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
         )
         .await
         .unwrap();
@@ -533,7 +552,12 @@ pub async fn a_large_resync_touches_only_what_changed(store: &dyn Store) {
         })
         .collect();
     let first = store
-        .sync_source("big".into(), entries(&list), at(NOW))
+        .sync_source(
+            "big".into(),
+            entries(&list),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!((first.added, first.effects.len()), (5_000, 5_000));
@@ -557,7 +581,12 @@ pub async fn a_large_resync_touches_only_what_changed(store: &dyn Store) {
     }));
     changed.reverse();
     let second = store
-        .sync_source("big".into(), entries(&changed), at(NOW))
+        .sync_source(
+            "big".into(),
+            entries(&changed),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -587,7 +616,12 @@ pub async fn a_resync_removing_and_adding_all_over_the_list_writes_exactly_the_d
             .collect()
     };
     store
-        .sync_source("big".into(), listing(&old), at(NOW))
+        .sync_source(
+            "big".into(),
+            listing(&old),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     // Every third network goes and every fifth gap gets one: removals and additions alternate
@@ -602,7 +636,12 @@ pub async fn a_resync_removing_and_adding_all_over_the_list_writes_exactly_the_d
             .map(|i| host(0x0a00_0000 + 2 * i + 1)),
     );
     let report = store
-        .sync_source("big".into(), listing(&new), at(NOW))
+        .sync_source(
+            "big".into(),
+            listing(&new),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     ban::{Effect, Effective, ListEntry},
-    store::{Result, SyncReport},
+    store::{Admission, Result, StoreError, SyncReport},
     time::Timestamp,
 };
 
@@ -56,6 +56,7 @@ pub(super) async fn sync_source(
     source: &str,
     entries: Vec<ListEntry>,
     now: Timestamp,
+    admission: &dyn Admission,
 ) -> Result<SyncReport> {
     let mut phases = Phases::start();
     let listed = first_of_each_network(&entries);
@@ -205,6 +206,8 @@ pub(super) async fn sync_source(
         .collect();
     effects.sort_unstable_by_key(|(network, _)| *network);
     phases.done("effects");
+    // Dropping the transaction rolls it back.
+    admission.admit(&effects).map_err(StoreError::Refused)?;
     notify(&tx, instance).await?;
     let report = SyncReport {
         added,

@@ -179,6 +179,7 @@ async fn a_request_that_fails_midway_changes_nothing() {
             "drop".into(),
             vec![listed("10.0.0.1/32", ""), listed("10.0.0.2/32", "")],
             at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
         )
         .await
         .unwrap();
@@ -223,7 +224,12 @@ async fn a_request_that_fails_midway_changes_nothing() {
     ];
     assert!(
         store
-            .sync_source("drop".into(), poisoned, at(NOW))
+            .sync_source(
+                "drop".into(),
+                poisoned,
+                at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited)
+            )
             .await
             .is_err()
     );
@@ -241,6 +247,7 @@ async fn a_request_that_fails_midway_changes_nothing() {
             "drop".into(),
             vec![listed("10.0.0.1/32", ""), listed("10.0.0.3/32", "")],
             at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
         )
         .await
         .unwrap();
@@ -285,9 +292,14 @@ async fn an_agent_hears_the_ban_changes_of_the_others_but_not_its_own() {
         .unwrap();
     changed_soon(&mut heard_by_a).await;
 
-    b.sync_source("list".into(), vec![listed("10.0.0.2/32", "")], at(NOW))
-        .await
-        .unwrap();
+    b.sync_source(
+        "list".into(),
+        vec![listed("10.0.0.2/32", "")],
+        at(NOW),
+        std::sync::Arc::new(crate::store::Unlimited),
+    )
+    .await
+    .unwrap();
     changed_soon(&mut heard_by_a).await;
     a.remove_bans(vec![net("10.0.0.1/32")], None, at(NOW))
         .await
@@ -299,9 +311,14 @@ async fn an_agent_hears_the_ban_changes_of_the_others_but_not_its_own() {
     a.remove_bans(vec![net("192.0.2.1/32")], None, at(NOW))
         .await
         .unwrap();
-    a.sync_source("list".into(), vec![listed("10.0.0.2/32", "")], at(NOW))
-        .await
-        .unwrap();
+    a.sync_source(
+        "list".into(),
+        vec![listed("10.0.0.2/32", "")],
+        at(NOW),
+        std::sync::Arc::new(crate::store::Unlimited),
+    )
+    .await
+    .unwrap();
     still(&heard_by_b, "a change that changed nothing was announced").await;
 
     // Visits are not ban changes.
@@ -378,7 +395,12 @@ async fn two_agents_writing_overlapping_bans_at_once_both_succeed() {
     let (ra, rb, rs) = tokio::join!(
         a.add_bans(bans("cli", false), at(NOW)),
         b.add_bans(bans("cli", true), at(NOW)),
-        b.sync_source("list".into(), entries(&bans("list", true)), at(NOW)),
+        b.sync_source(
+            "list".into(),
+            entries(&bans("list", true)),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited)
+        ),
     );
     assert_eq!(ra.unwrap().len(), 200);
     assert_eq!(rb.unwrap().len(), 200);
@@ -452,7 +474,12 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
         .await
         .unwrap();
     let report = store
-        .sync_source("big".into(), entries(&first), at(NOW))
+        .sync_source(
+            "big".into(),
+            entries(&first),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -477,7 +504,12 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
 
     let second = one_percent_changed(&first);
     let report = store
-        .sync_source("big".into(), entries(&second), at(NOW))
+        .sync_source(
+            "big".into(),
+            entries(&second),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     let changed = n as usize / 100;
@@ -520,7 +552,12 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
     assert_eq!(stored, expected);
 
     let again = store
-        .sync_source("big".into(), entries(&expected), at(NOW))
+        .sync_source(
+            "big".into(),
+            entries(&expected),
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     ban::{self, Allow, Ban, Effect, ListEntry},
-    store::{Result, StoreError, SyncReport},
+    store::{Admission, Result, StoreError, SyncReport},
     time::Timestamp,
 };
 
@@ -223,6 +223,7 @@ impl Worker {
         source: String,
         entries: Vec<ListEntry>,
         now: Timestamp,
+        admission: &dyn Admission,
     ) -> Result<SyncReport> {
         if entries.len() > index::MAX_LISTED {
             return Err(StoreError::ListTooLong {
@@ -232,6 +233,9 @@ impl Worker {
         }
         let (tx, index) = self.write()?;
         let mut plan = index.plan_sync(&source, &entries, now);
+        admission
+            .admit(&plan.effects)
+            .map_err(StoreError::Refused)?;
         sync::write(&tx, &source, &entries, &plan, now)?;
         tx.commit()?;
         let report = SyncReport {

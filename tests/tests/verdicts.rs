@@ -1,127 +1,23 @@
 //! The XDP program's verdicts on crafted frames, through BPF_PROG_TEST_RUN.
 //!
-//! Each test loads its own copy of the program with its own pins, so tests run in parallel.
-//! Needs root (loading BPF programs); the suite's `cargo xtask test` runs it as root.
+//! Each test loads its own copy of the program with its own pins ([`Loaded`]), so tests run in
+//! parallel. Needs root (loading BPF programs); the suite's `cargo xtask test` runs it as root.
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
-use tracking_agent::{
-    ban::Effective,
-    kernel::{
-        Options, Program,
-        frames::{self, Vlan},
-        program::detach_all,
-    },
-    time::Timestamp,
+use tests::{
+    Loaded,
+    frames::{self, Vlan},
+    loaded::net,
+    xdp::{XDP_DROP, XDP_PASS},
 };
+use tracking_agent::{ban::Effective, time::Timestamp};
 use tracking_common::stats::Verdict;
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-
-/// A loaded program with throwaway pins, removed on drop.
-struct Filter {
-    program: Option<Program>,
-    pins: PathBuf,
-}
-
-impl Filter {
-    fn new() -> Filter {
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "the verdict tests load BPF programs and need root; run them with `cargo xtask test`"
-        );
-        static N: AtomicU32 = AtomicU32::new(0);
-        let pins = PathBuf::from(format!(
-            "/sys/fs/bpf/trk-verdict-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let program = Program::load(&Options {
-            pin_dir: pins.clone(),
-            max_bans_v4: 4096,
-            max_bans_v6: 1024,
-        })
-        .expect("load the program");
-        Filter {
-            program: Some(program),
-            pins,
-        }
-    }
-
-    fn program(&mut self) -> &mut Program {
-        self.program.as_mut().expect("loaded")
-    }
-
-    fn ban(&mut self, nets: &[&str]) {
-        self.ban_until(nets, None);
-    }
-
-    fn ban_until(&mut self, nets: &[&str], expires: Option<Timestamp>) {
-        let effects: Vec<_> = nets
-            .iter()
-            .map(|n| (net(n), Effective::Banned { expires }))
-            .collect();
-        self.program().maps.apply(&effects).expect("apply bans");
-    }
-
-    fn unban(&mut self, nets: &[&str]) {
-        let effects: Vec<_> = nets.iter().map(|n| (net(n), Effective::Unbanned)).collect();
-        self.program().maps.apply(&effects).expect("apply unbans");
-    }
-
-    fn allow(&mut self, nets: &[&str]) {
-        let nets: Vec<IpNet> = nets.iter().map(|n| net(n)).collect();
-        self.program().maps.set_allowlist(&nets).expect("allowlist");
-    }
-
-    fn run(&mut self, frame: &[u8]) -> u32 {
-        self.program().test_run(frame, 1).expect("test run").0
-    }
-
-    fn verdict_of(&mut self, src: &str) -> u32 {
-        let src: IpAddr = src.parse().unwrap();
-        let dst: IpAddr = if src.is_ipv4() {
-            "198.51.100.1".parse().unwrap()
-        } else {
-            "2001:db8:ffff::1".parse().unwrap()
-        };
-        self.run(&frames::udp(src, dst, &[]))
-    }
-
-    fn counter(&mut self, v: Verdict) -> u64 {
-        self.program().counters().expect("counters")[v as usize].packets
-    }
-
-    fn hits(&mut self, n: &str) -> u64 {
-        self.program().maps.get(&net(n)).expect("ban present").hits
-    }
-}
-
-impl Drop for Filter {
-    fn drop(&mut self) {
-        drop(self.program.take());
-        if let Err(e) = detach_all(&self.pins) {
-            eprintln!("cleanup of {}: {e}", self.pins.display());
-        }
-    }
-}
-
-fn net(s: &str) -> IpNet {
-    tracking_agent::ban::parse_network(s)
-        .expect("valid network")
-        .0
-}
 
 #[test]
 fn an_exact_ipv4_ban_drops_that_source_and_passes_others() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.7"]);
     assert_eq!(f.verdict_of("192.0.2.7"), XDP_DROP);
     assert_eq!(f.verdict_of("192.0.2.8"), XDP_PASS);
@@ -133,7 +29,7 @@ fn an_exact_ipv4_ban_drops_that_source_and_passes_others() {
 
 #[test]
 fn an_exact_ipv6_ban_drops_that_source_and_passes_others() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["2001:db8::7"]);
     assert_eq!(f.verdict_of("2001:db8::7"), XDP_DROP);
     assert_eq!(f.verdict_of("2001:db8::8"), XDP_PASS);
@@ -144,7 +40,7 @@ fn an_exact_ipv6_ban_drops_that_source_and_passes_others() {
 #[test]
 fn ipv4_prefix_bans_of_every_length_drop_their_whole_network() {
     for len in [0u8, 1, 7, 8, 15, 16, 17, 23, 24, 25, 31, 32] {
-        let mut f = Filter::new();
+        let mut f = Loaded::new();
         let n = format!("203.0.113.77/{len}");
         f.ban(&[&n]);
         assert_eq!(
@@ -175,7 +71,7 @@ fn ipv4_prefix_bans_of_every_length_drop_their_whole_network() {
 #[test]
 fn ipv6_prefix_bans_of_many_lengths_drop_their_whole_network() {
     for len in [0u8, 16, 27, 28, 32, 47, 48, 56, 64, 65, 96, 127, 128] {
-        let mut f = Filter::new();
+        let mut f = Loaded::new();
         let n = format!("2001:db8:1234:5678:9abc:def0:1234:5678/{len}");
         f.ban(&[&n]);
         assert_eq!(
@@ -204,7 +100,7 @@ fn ipv6_prefix_bans_of_many_lengths_drop_their_whole_network() {
 
 #[test]
 fn the_longest_matching_ban_is_the_one_counted() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["10.1.0.0/16", "10.1.2.0/24", "10.1.2.3"]);
     assert_eq!(f.verdict_of("10.1.2.3"), XDP_DROP);
     assert_eq!(f.verdict_of("10.1.2.4"), XDP_DROP);
@@ -219,16 +115,29 @@ fn the_longest_matching_ban_is_the_one_counted() {
     );
 }
 
+/// `n` VLAN tags of priority only (VID 0), which the kernel strips and delivers behind,
+/// alternating 802.1ad and 802.1Q.
+fn priority_tags(n: usize) -> Vec<Vlan> {
+    (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                Vlan::Dot1Ad(0)
+            } else {
+                Vlan::Dot1Q(0)
+            }
+        })
+        .collect()
+}
+
 #[test]
-fn frames_with_one_and_two_vlan_tags_are_filtered_like_untagged_ones() {
-    let mut f = Filter::new();
+fn frames_behind_up_to_eight_vlan_tags_are_filtered_like_untagged_ones() {
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.7", "2001:db8::7"]);
-    let tags: [&[Vlan]; 3] = [
-        &[Vlan::Dot1Q(10)],
-        &[Vlan::Dot1Ad(100), Vlan::Dot1Q(10)],
-        &[Vlan::Dot1Q(1), Vlan::Dot1Q(2)],
-    ];
-    for vlans in tags {
+    let mut tag_sets: Vec<Vec<Vlan>> = (1..=8).map(priority_tags).collect();
+    tag_sets.push(vec![Vlan::Dot1Q(10)]);
+    tag_sets.push(vec![Vlan::Dot1Ad(100), Vlan::Dot1Q(10)]);
+    tag_sets.push(vec![Vlan::Dot1Q(1), Vlan::Dot1Q(2), Vlan::Dot1Q(3)]);
+    for vlans in &tag_sets {
         let banned4 = frames::udp(
             "192.0.2.7".parse().unwrap(),
             "198.51.100.1".parse().unwrap(),
@@ -248,20 +157,54 @@ fn frames_with_one_and_two_vlan_tags_are_filtered_like_untagged_ones() {
         assert_eq!(f.run(&other4), XDP_PASS, "{vlans:?}");
         assert_eq!(f.run(&banned6), XDP_DROP, "{vlans:?}");
     }
-    // A third tag is deeper than the program looks: not IP as far as it can tell.
-    let three = frames::udp(
+    assert_eq!(f.counter(Verdict::NotIp), 0);
+}
+
+#[test]
+fn a_ninth_vlan_tag_is_beyond_the_program_passes_and_is_counted() {
+    let mut f = Loaded::new();
+    f.ban(&["192.0.2.7"]);
+    let nine = frames::udp(
         "192.0.2.7".parse().unwrap(),
         "198.51.100.1".parse().unwrap(),
-        &[Vlan::Dot1Ad(1), Vlan::Dot1Q(2), Vlan::Dot1Q(3)],
+        &priority_tags(9),
     );
-    let before = f.counter(Verdict::NotIp);
-    assert_eq!(f.run(&three), XDP_PASS);
-    assert_eq!(f.counter(Verdict::NotIp), before + 1);
+    assert_eq!(f.run(&nine), XDP_PASS);
+    assert_eq!(f.counter(Verdict::TooManyTags), 1);
+    assert_eq!(f.counter(Verdict::NotIp), 0);
+}
+
+#[test]
+fn an_ipv4_mapped_ipv6_source_is_judged_as_its_ipv4_address() {
+    let mut f = Loaded::new();
+    f.ban(&["10.0.0.5", "10.9.0.0/16", "2001:db8::7"]);
+    let mapped = |s: &str| -> IpAddr {
+        let v4: std::net::Ipv4Addr = s.parse().unwrap();
+        IpAddr::V6(v4.to_ipv6_mapped())
+    };
+    assert_eq!(f.verdict_from(mapped("10.0.0.5")), XDP_DROP);
+    assert_eq!(
+        f.verdict_from(mapped("10.9.200.1")),
+        XDP_DROP,
+        "inside a prefix"
+    );
+    assert_eq!(f.verdict_from(mapped("10.0.0.6")), XDP_PASS);
+    assert_eq!(f.hits("10.0.0.5"), 1);
+    // The IPv4 allowlist covers the mapped form too.
+    f.allow(&["10.9.8.0/24"]);
+    assert_eq!(f.verdict_from(mapped("10.9.8.1")), XDP_PASS);
+    assert_eq!(f.counter(Verdict::Allowed), 1);
+    // The agent's own lookup says the same.
+    let tables = f.program().maps.tables();
+    assert!(tables.banned(mapped("10.0.0.5")).is_some());
+    assert!(tables.banned(mapped("10.9.8.1")).is_none());
+    // A ban given in the mapped form is the IPv4 ban.
+    assert_eq!(net("::ffff:10.0.0.5"), net("10.0.0.5"));
 }
 
 #[test]
 fn the_allowlist_wins_over_any_ban() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.0/24", "2001:db8::/32"]);
     f.allow(&["192.0.2.128/25", "2001:db8:aaaa::/48"]);
     assert_eq!(f.verdict_of("192.0.2.200"), XDP_PASS);
@@ -275,7 +218,7 @@ fn the_allowlist_wins_over_any_ban() {
 
 #[test]
 fn a_ban_added_after_the_allowlist_still_yields_to_it() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.allow(&["10.9.0.0/16", "2001:db8:aaaa::/48"]);
     f.ban(&[
         "10.9.8.7",
@@ -292,7 +235,7 @@ fn a_ban_added_after_the_allowlist_still_yields_to_it() {
 
 #[test]
 fn an_expired_ban_stops_dropping_by_itself() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     let past = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);
     f.ban_until(&["192.0.2.1", "2001:db8::1"], Some(past));
     assert_eq!(f.verdict_of("192.0.2.1"), XDP_PASS);
@@ -311,7 +254,7 @@ fn an_expired_ban_stops_dropping_by_itself() {
 
 #[test]
 fn an_expired_longer_ban_lets_a_shorter_live_one_match() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     let past = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);
     f.ban_until(&["192.0.2.1"], Some(past));
     f.ban(&["192.0.2.0/24"]);
@@ -321,7 +264,7 @@ fn an_expired_longer_ban_lets_a_shorter_live_one_match() {
 
 #[test]
 fn monitor_mode_counts_matches_but_passes_them() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.7"]);
     f.program().maps.set_monitor(true);
     assert_eq!(f.verdict_of("192.0.2.7"), XDP_PASS);
@@ -334,7 +277,7 @@ fn monitor_mode_counts_matches_but_passes_them() {
 
 #[test]
 fn unbanning_restores_traffic_and_keeps_neighbours_banned() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.7", "192.0.2.8", "192.0.2.0/28", "2001:db8::7"]);
     f.unban(&["192.0.2.7", "2001:db8::7"]);
     assert_eq!(f.verdict_of("192.0.2.7"), XDP_DROP, "still inside the /28");
@@ -346,7 +289,7 @@ fn unbanning_restores_traffic_and_keeps_neighbours_banned() {
 
 #[test]
 fn non_ip_frames_pass_and_are_counted() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["0.0.0.0/0"]);
     assert_eq!(f.run(&frames::arp()), XDP_PASS);
     assert_eq!(f.counter(Verdict::NotIp), 1);
@@ -354,12 +297,14 @@ fn non_ip_frames_pass_and_are_counted() {
 
 #[test]
 fn every_truncation_of_every_frame_kind_passes_and_is_never_aborted() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.7", "2001:db8::7"]);
-    let tags: [&[Vlan]; 3] = [
+    let eight = priority_tags(8);
+    let tags: [&[Vlan]; 4] = [
         &[],
         &[Vlan::Dot1Q(10)],
         &[Vlan::Dot1Ad(100), Vlan::Dot1Q(10)],
+        &eight,
     ];
     for vlans in tags {
         for v6 in [false, true] {
@@ -400,7 +345,7 @@ fn every_truncation_of_every_frame_kind_passes_and_is_never_aborted() {
 
 #[test]
 fn an_ipv4_header_with_a_bad_version_or_length_is_malformed() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     f.ban(&["192.0.2.7"]);
     let good = frames::udp(
         "192.0.2.7".parse().unwrap(),
@@ -421,23 +366,8 @@ fn an_ipv4_header_with_a_bad_version_or_length_is_malformed() {
 }
 
 #[test]
-fn a_full_table_is_refused_with_a_clear_error() {
-    let mut f = Filter::new();
-    let effects: Vec<_> = (0..4097u32)
-        .map(|i| {
-            (
-                IpNet::from(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))),
-                Effective::Banned { expires: None },
-            )
-        })
-        .collect();
-    let err = f.program().maps.apply(&effects).unwrap_err().to_string();
-    assert!(err.contains("full") && err.contains("4096"), "{err}");
-}
-
-#[test]
 fn the_agents_own_lookup_agrees_with_the_program_on_every_source() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
         x ^= x << 13;
@@ -523,7 +453,7 @@ fn the_agents_own_lookup_agrees_with_the_program_on_every_source() {
 
 #[test]
 fn removing_bans_leaves_the_filters_exactly_as_a_full_rebuild_would() {
-    let mut f = Filter::new();
+    let mut f = Loaded::new();
     let mut x: u64 = 0x1234_5678_9abc_def1;
     let mut rnd = move || {
         x ^= x << 13;

@@ -40,6 +40,16 @@ pub fn udp(src: IpAddr, dst: IpAddr, vlans: &[Vlan]) -> Vec<u8> {
     }
 }
 
+/// A UDP datagram from `src` to a fixed documentation address of its family, untagged.
+pub fn udp_from(src: IpAddr) -> Vec<u8> {
+    let dst: IpAddr = if src.is_ipv4() {
+        Ipv4Addr::new(198, 51, 100, 1).into()
+    } else {
+        Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1).into()
+    };
+    udp(src, dst, &[])
+}
+
 /// IPv4/UDP, 20-byte header without options.
 pub fn udp4(src: Ipv4Addr, dst: Ipv4Addr, vlans: &[Vlan]) -> Vec<u8> {
     let payload = b"tracking";
