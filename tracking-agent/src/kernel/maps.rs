@@ -68,6 +68,8 @@ pub const MAX_ALLOWS: usize = 1024;
 
 /// Batches adding more bans than this gather their derived bits before publishing them.
 const BULK: usize = 4096;
+/// Removals touching more /24s than this have their IPv4 bits recomputed from the table.
+const UNCOVER_AT_MOST: u64 = 1 << 16;
 /// How many effects ahead a batch prefetches the buckets it will touch.
 const PREFETCH_AHEAD: usize = 8;
 
@@ -278,7 +280,17 @@ impl Maps {
             self.publish_gathered(gathered);
         }
         self.near4.update(added_v4, &removed_v4);
-        self.uncover4(&removed_v4);
+        // Bits of a few narrow bans are cleared one by one; wide ones touch so many /24s that
+        // recomputing every word from the table is cheaper.
+        let slash24s: u64 = removed_v4
+            .iter()
+            .map(|n| 1u64 << 24u8.saturating_sub(n.prefix_len()))
+            .sum();
+        if slash24s > UNCOVER_AT_MOST {
+            self.rebuild(true, false);
+        } else {
+            self.uncover4(&removed_v4);
+        }
         if applied.removed > removed_v4.len() {
             self.rebuild(false, true);
         }
@@ -408,21 +420,11 @@ impl Maps {
                     return Ok(Placed::Table { moved });
                 }
             }
+            // A retired entry in the way becomes free after a grace period; the writer does not
+            // wait for one here (milliseconds for every such insert) and the ban goes to the
+            // overflow map instead. At the tables' half load this does not happen.
             IpNet::V6(n) => {
-                let mut inserted = self.tables.v6.insert_probed(n, slot, probe);
-                // A retired entry in the way is free after a grace period: wait for one, at
-                // most twice (once for entries retired before, once for the one a move left).
-                for _ in 0..2 {
-                    match inserted {
-                        Inserted::Placed { moved } => return Ok(Placed::Table { moved }),
-                        Inserted::MadeRoom(word) => self.reclaim.retire(Retired::Ban6(word)),
-                        Inserted::Full if !self.reclaim.pending() => break,
-                        Inserted::Full => {}
-                    }
-                    self.reclaim_all()?;
-                    inserted = self.tables.v6.insert(n, slot);
-                }
-                if let Inserted::Placed { moved } = inserted {
+                if let Inserted::Placed { moved } = self.tables.v6.insert_probed(n, slot, probe) {
                     return Ok(Placed::Table { moved });
                 }
             }
@@ -684,15 +686,7 @@ impl Maps {
         for net in &add {
             let placed = match net {
                 IpNet::V4(n) => matches!(self.tables.allow4.insert(n, 0), Inserted::Placed { .. }),
-                IpNet::V6(n) => {
-                    let mut inserted = self.tables.allow6.insert(n, 0);
-                    if let Inserted::MadeRoom(word) = inserted {
-                        self.reclaim.retire(Retired::Allow6(word));
-                        self.reclaim_all()?;
-                        inserted = self.tables.allow6.insert(n, 0);
-                    }
-                    matches!(inserted, Inserted::Placed { .. })
-                }
+                IpNet::V6(n) => matches!(self.tables.allow6.insert(n, 0), Inserted::Placed { .. }),
             };
             if !placed {
                 // The plan on a copy said it fits; the tables changed behind the writer.
@@ -768,15 +762,7 @@ impl Maps {
     }
 }
 
-/// Places `net` in a private copy of an allow table, as the real insert would (a retired entry
-/// a move leaves is reclaimed at once: the real insert waits for a grace period instead).
+/// Places `net` in a private copy of an allow table, as the real insert would.
 fn place_in_copy<F: Family>(copy: &Table<F>, net: &F::Net) -> bool {
-    match copy.insert(net, 0) {
-        Inserted::Placed { .. } => true,
-        Inserted::MadeRoom(word) => {
-            copy.reclaim(word);
-            matches!(copy.insert(net, 0), Inserted::Placed { .. })
-        }
-        Inserted::Full => false,
-    }
+    matches!(copy.insert(net, 0), Inserted::Placed { .. })
 }

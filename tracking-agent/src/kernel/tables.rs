@@ -410,13 +410,13 @@ fn drift(
     effects
 }
 
+/// Live bans with their expiries, as the store gives them.
+pub type Wanted = Vec<(IpNet, Option<Timestamp>)>;
+
 /// Of `want` (the store's live bans), the ones tables of `capacity` bans a family hold when
 /// there are more: the widest networks first, then by address, the same on every host with the
 /// same capacity. Returns them and how many of each family were left out.
-pub fn within_capacity(
-    mut want: Vec<(IpNet, Option<Timestamp>)>,
-    capacity: (usize, usize),
-) -> (Vec<(IpNet, Option<Timestamp>)>, (usize, usize)) {
+pub fn within_capacity(mut want: Wanted, capacity: (usize, usize)) -> (Wanted, (usize, usize)) {
     let v4 = want.iter().filter(|(n, _)| n.addr().is_ipv4()).count();
     let v6 = want.len() - v4;
     if v4 <= capacity.0 && v6 <= capacity.1 {
