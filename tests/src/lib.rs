@@ -7,6 +7,8 @@
 //! - [`topology`]: [`Topology`], the standard server and client namespaces with one cable.
 //! - [`traffic`]: whether TCP and UDP from a given source address get through.
 //! - [`echo`]: [`EchoServer`], TCP and UDP echo for [`traffic`] to talk to.
+//! - [`site`]: [`site::Site`], the agent and an echo server in the server namespace of a
+//!   [`Topology`], with assertions on what gets through.
 //! - [`agent`]: [`Agent`], the real `tracking` agent in a namespace, with its own socket,
 //!   database and bpffs pins; and the CLI talking to it.
 //! - [`binary`]: which `tracking` binary the harness runs.
@@ -16,6 +18,8 @@
 //!   protocol: load a page, read its DOM, take a screenshot.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
 //! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
+//! - [`raw`]: frames the socket API cannot send (VLAN tags, IPv4-mapped sources) put on the
+//!   wire, and a UDP [`raw::Sink`] counting what arrives.
 //! - [`frames`]: hand-built Ethernet frames; [`xdp`]: running a loaded XDP program on them
 //!   (`BPF_PROG_TEST_RUN`), the agent's attached one included, from any thread.
 //!
@@ -45,7 +49,9 @@ pub mod frames;
 pub mod http;
 pub mod loaded;
 pub mod netns;
+pub mod raw;
 pub mod root;
+pub mod site;
 pub mod topology;
 pub mod traffic;
 pub mod unique;

@@ -176,7 +176,7 @@ pub fn stats(s: &StatsView) -> String {
     let mut out = table(&["VERDICT", "PACKETS", "BYTES"], rows);
     let _ = writeln!(
         out,
-        "\n{} IPv4 and {} IPv6 bans enforced{}",
+        "\n{} IPv4 and {} IPv6 bans in the kernel tables{}",
         s.bans_v4,
         s.bans_v6,
         if s.monitor {
