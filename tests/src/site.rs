@@ -145,6 +145,12 @@ impl Site {
     }
 }
 
+impl Default for Site {
+    fn default() -> Self {
+        Site::new()
+    }
+}
+
 impl Site {
     /// The program filtering the server's end now, for `BPF_PROG_TEST_RUN`, found through the
     /// agent's pinned link.

@@ -253,7 +253,7 @@ fn after_a_sigkill_in_the_middle_of_a_million_line_sync_enforced_is_what_the_pro
         site.agent.restart().unwrap();
         let bans = listed(&site);
         assert!(
-            bans.len() == 0 || bans.len() == 1_000_000,
+            bans.is_empty() || bans.len() == 1_000_000,
             "a sync is all or nothing in the store: {} bans",
             bans.len()
         );
