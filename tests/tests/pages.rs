@@ -400,14 +400,14 @@ fn refused(response: &Response) -> bool {
                 .is_some_and(|l| l.starts_with("/login")))
 }
 
-/// The `tracking_admin` cookie a response sets, when it sets one with a value.
+/// The session cookie a response sets, when it sets one with a value.
 fn admin_cookie(response: &Response) -> Option<String> {
     response
         .headers("set-cookie")
         .into_iter()
         .filter_map(|c| c.split(';').next())
         .filter_map(|pair| pair.split_once('='))
-        .find(|(name, value)| name.trim() == "tracking_admin" && !value.is_empty())
+        .find(|(name, value)| name.trim() == "tracking_session" && !value.is_empty())
         .map(|(name, value)| format!("{name}={value}"))
 }
 
@@ -430,7 +430,11 @@ fn pages_need_the_login_and_a_wrong_token_does_not_log_in() {
         401
     );
 
-    let wrong = site.send(Request::post("/login").form(&[("token", "not-the-admin-token")]));
+    let wrong = site.send(
+        Request::post("/login")
+            .header("Origin", &site.url(""))
+            .form(&[("token", "not-the-admin-token")]),
+    );
     assert_eq!(admin_cookie(&wrong), None, "{:?}", wrong.headers);
     assert!(
         !((300..400).contains(&wrong.status) && wrong.header("location") == Some("/")),
@@ -439,10 +443,18 @@ fn pages_need_the_login_and_a_wrong_token_does_not_log_in() {
         wrong.headers
     );
 
-    let right = site.send(Request::post("/login").form(&[("token", ADMIN_TOKEN)]));
+    let right = site.send(
+        Request::post("/login")
+            .header("Origin", &site.url(""))
+            .form(&[("token", ADMIN_TOKEN)]),
+    );
     assert!((300..400).contains(&right.status), "{}", right.status);
     assert_eq!(right.header("location"), Some("/"));
-    let cookie = admin_cookie(&right).expect("the login sets the tracking_admin cookie");
+    let cookie = admin_cookie(&right).expect("the login sets the session cookie");
+    assert!(
+        !cookie.contains(ADMIN_TOKEN),
+        "the cookie must not hold the token: {cookie}"
+    );
     let map = site.send(Request::get("/map").header("Cookie", &cookie));
     assert_eq!(map.status, 200);
     assert!(map.text().contains("/assets/map-page.js"));

@@ -173,8 +173,24 @@ pub struct VisitStats {
     pub untracked: u64,
     /// Visits written to the store.
     pub stored: u64,
-    /// Visits the store refused even after retries.
+    /// Visits answered 202 and not stored: given up because the store refused them on their
+    /// own, or still waiting when the agent stopped with the store away. Each is logged.
     pub lost: u64,
+    /// Visits answered 503 because too many waited for the store, or it was behind.
+    #[serde(default)]
+    pub refused: u64,
+    /// Visits answered and waiting for the store now.
+    #[serde(default)]
+    pub queued: u64,
+    /// How long the oldest of those has waited, in milliseconds.
+    #[serde(default)]
+    pub oldest_queued_ms: u64,
+    /// Failed store transactions since start (retried).
+    #[serde(default)]
+    pub store_retries: u64,
+    /// Whether the last store transaction succeeded.
+    #[serde(default)]
+    pub store_answers: bool,
     /// Page views summed over every visitor record in the store: what the store holds, to
     /// check against what was sent (visits tracked before a restart included).
     #[serde(default)]

@@ -97,6 +97,40 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// File holding the hook token (better than --hook-token, which other users can read in
+    /// the process list) [default: the generated `hook-token` next to the database]
+    #[arg(long, env = "TRACKING_HOOK_TOKEN_FILE", value_name = "FILE")]
+    pub hook_token_file: Option<PathBuf>,
+    /// File holding the admin token (better than --admin-token) [default: the generated
+    /// `admin-token` next to the database]
+    #[arg(long, env = "TRACKING_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How long a browser stays logged in to the pages [default: 12h]
+    #[arg(long, env = "TRACKING_SESSION_LIFETIME", value_name = "DURATION", value_parser = duration)]
+    pub session_lifetime: Option<Duration>,
+    /// A request's head must arrive within this long of the connection opening or of the
+    /// previous answer; an idle kept-alive connection is closed after it [default: 10s]
+    #[arg(long, env = "TRACKING_HTTP_HEADER_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub http_header_timeout: Option<Duration>,
+    /// A connection on which nothing is read or written for this long is closed [default: 60s]
+    #[arg(long, env = "TRACKING_HTTP_IDLE_TIMEOUT", value_name = "DURATION", value_parser = duration)]
+    pub http_idle_timeout: Option<Duration>,
+    /// Connections served at once on the HTTP listener; more are answered 503 [default: 4096]
+    #[arg(long, env = "TRACKING_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// Visits answered and waiting for the store at most; beyond, the hook answers 503 with
+    /// Retry-After [default: 100000]
+    #[arg(long, env = "TRACKING_VISIT_QUEUE", value_name = "N")]
+    pub visit_queue: Option<usize>,
+    /// The longest an answered visit waits for the store while the store answers: when the
+    /// writer falls this far behind, the hook answers 503, so a crash loses at most the
+    /// visits of this long [default: 500ms]
+    #[arg(long, env = "TRACKING_VISIT_MAX_DELAY", value_name = "DURATION", value_parser = duration)]
+    pub visit_max_delay: Option<Duration>,
+    /// When the hook answers 202: `queued` (at once, stored within --visit-max-delay) or
+    /// `stored` (after the transaction that holds the visit commits) [default: queued]
+    #[arg(long, env = "TRACKING_VISIT_ACK", value_enum)]
+    pub visit_ack: Option<VisitAck>,
     /// MaxMind DB file (GeoLite2-City.mmdb or GeoIP2-City.mmdb) to place visitors on the map [default: none]
     #[arg(long, env = "TRACKING_GEOIP_DB", value_name = "PATH")]
     pub geoip_db: Option<PathBuf>,
@@ -136,6 +170,29 @@ fn duration(s: &str) -> Result<Duration, String> {
     crate::time::parse_duration(s)
 }
 
+/// When the hook answers a visit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VisitAck {
+    /// Once the visit is queued for the store (it is stored within the delay bound).
+    #[default]
+    Queued,
+    /// Once the transaction holding the visit has committed.
+    Stored,
+}
+
+/// How answered visits wait for the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisitLimits {
+    pub queue: usize,
+    pub max_delay: Duration,
+    pub ack: VisitAck,
+}
+
+pub const DEFAULT_VISIT_QUEUE: usize = 100_000;
+pub const DEFAULT_VISIT_MAX_DELAY: Duration = Duration::from_millis(500);
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
 /// The configuration file. Keys are the flag names with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +213,19 @@ pub struct FileConfig {
     pub http: Option<String>,
     pub hook_token: Option<String>,
     pub admin_token: Option<String>,
+    pub hook_token_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub session_lifetime: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub http_header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub http_idle_timeout: Option<Duration>,
+    pub http_max_connections: Option<usize>,
+    pub visit_queue: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub visit_max_delay: Option<Duration>,
+    pub visit_ack: Option<VisitAck>,
     pub geoip_db: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_duration")]
     pub tracking_timeout: Option<Duration>,
@@ -176,6 +246,25 @@ fn parse_http(s: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
             "http: `{s}` is not an address like 127.0.0.1:8080 (or `off`)"
         ))
     })
+}
+
+/// A token given as a value or in a file (not both).
+fn token(
+    name: &str,
+    value: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+            "{name} and {name}-file are both given: keep one (the file)"
+        ))),
+        (value, None) => secret(name, value),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            secret(&format!("{name}-file {}", path.display()), Some(text))
+        }
+    }
 }
 
 fn secret(name: &str, value: Option<String>) -> Result<Option<Secret>, ConfigError> {
@@ -266,6 +355,10 @@ pub struct AgentConfig {
     pub http: Option<std::net::SocketAddr>,
     pub hook_token: Option<Secret>,
     pub admin_token: Option<Secret>,
+    pub session_lifetime: Duration,
+    /// Limits of the HTTP listener (the control socket has its own defaults).
+    pub http_limits: crate::control::serve::Limits,
+    pub visits: VisitLimits,
     pub geoip_db: Option<PathBuf>,
     pub tracking_timeout: Duration,
     pub cleanup_timeout: Duration,
@@ -384,8 +477,49 @@ impl AgentConfig {
                     .or(file.http)
                     .unwrap_or_else(|| DEFAULT_HTTP.into()),
             )?,
-            hook_token: secret("hook-token", args.hook_token.or(file.hook_token))?,
-            admin_token: secret("admin-token", args.admin_token.or(file.admin_token))?,
+            hook_token: token(
+                "hook-token",
+                args.hook_token.or(file.hook_token),
+                args.hook_token_file.or(file.hook_token_file),
+            )?,
+            admin_token: token(
+                "admin-token",
+                args.admin_token.or(file.admin_token),
+                args.admin_token_file.or(file.admin_token_file),
+            )?,
+            session_lifetime: args
+                .session_lifetime
+                .or(file.session_lifetime)
+                .unwrap_or(DEFAULT_SESSION_LIFETIME),
+            http_limits: {
+                let default = crate::control::serve::Limits::default();
+                crate::control::serve::Limits {
+                    header_timeout: args
+                        .http_header_timeout
+                        .or(file.http_header_timeout)
+                        .unwrap_or(default.header_timeout),
+                    idle_timeout: args
+                        .http_idle_timeout
+                        .or(file.http_idle_timeout)
+                        .unwrap_or(default.idle_timeout),
+                    max_connections: args
+                        .http_max_connections
+                        .or(file.http_max_connections)
+                        .unwrap_or(default.max_connections),
+                    shutdown_grace: default.shutdown_grace,
+                }
+            },
+            visits: VisitLimits {
+                queue: args
+                    .visit_queue
+                    .or(file.visit_queue)
+                    .unwrap_or(DEFAULT_VISIT_QUEUE),
+                max_delay: args
+                    .visit_max_delay
+                    .or(file.visit_max_delay)
+                    .unwrap_or(DEFAULT_VISIT_MAX_DELAY),
+                ack: args.visit_ack.or(file.visit_ack).unwrap_or_default(),
+            },
             geoip_db: args.geoip_db.or(file.geoip_db),
             tracking_timeout: args
                 .tracking_timeout
@@ -443,6 +577,11 @@ impl AgentConfig {
                 "max-bans-v4 + max-bans-v6 = {slots}, more than the {} the tables can address",
                 tracking_common::layout::MAX_SLOTS
             )));
+        }
+        if config.http_limits.max_connections == 0 || config.visits.queue == 0 {
+            return Err(ConfigError::Invalid(
+                "http-max-connections and visit-queue must be at least 1".into(),
+            ));
         }
         if !config.bpffs_dir.is_absolute() {
             return Err(ConfigError::Invalid(

@@ -1,53 +1,119 @@
-//! `tracking agent run`: opens the store, starts the [`Engine`], serves the control socket and
-//! runs the periodic tasks until SIGINT or SIGTERM. Stopping leaves the filter running from its
-//! pins; `tracking agent detach` is what removes it.
+//! `tracking agent run`: opens the store, starts the [`Engine`] and the [`Tracker`], serves the
+//! control socket and the HTTP listener, and runs the periodic tasks until told to stop. The
+//! caller binds the listeners ([`bind`]) and says when to stop: the binary on SIGINT or SIGTERM,
+//! a test whenever it likes. Stopping leaves the filter running from its pins; `tracking agent
+//! detach` is what removes it.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use anyhow::Context as _;
-use tokio::io::unix::AsyncFd;
+use tokio::{
+    io::unix::AsyncFd,
+    net::{TcpListener, UnixListener},
+};
 
 use crate::{
     config::{AgentConfig, Database},
-    control::{self, App},
-    engine::Engine,
-    geoip::GeoIp,
-    store::{Store, postgres::PgStore, sqlite::SqliteStore},
-    tokens::Tokens,
+    control::{self, App, serve},
+    engine::{Engine, EngineError},
+    geoip::{GeoIp, GeoIpError},
+    store::{Store, StoreError, postgres::PgStore, sqlite::SqliteStore},
+    tokens::{TokenError, Tokens},
     tracker::{Tracker, TrackerConfig},
 };
 
-/// Opens the configured store: the SQLite file, or a connection pool to the PostgreSQL
-/// database (whose schema it brings up to date).
-pub async fn open_store(db: &Database) -> anyhow::Result<Arc<dyn Store>> {
-    match db {
-        Database::Sqlite(path) => {
-            Ok(Arc::new(SqliteStore::open(path).with_context(|| {
-                format!("opening the store {}", path.display())
-            })?))
-        }
-        Database::Postgres(url) => Ok(Arc::new(
-            PgStore::connect(url)
-                .await
-                // `db` shows the URL with its password hidden.
-                .with_context(|| format!("opening the store {db}"))?,
-        )),
-    }
+/// Why the agent could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("opening the store {database}: {source}")]
+    Store {
+        /// The database as `Display` shows it, the password hidden.
+        database: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Socket(#[from] control::SocketError),
+    #[error("cannot listen on {addr} (--http): {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    GeoIp(#[from] GeoIpError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("starting the visitor tracker: {0}")]
+    Tracker(#[source] StoreError),
 }
 
-/// Runs the agent until a termination signal.
-pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
-    let store = open_store(&config.database).await?;
-    tracing::info!("store: {}", store.describe());
-    let socket = control::bind(&config.socket).await?;
+/// Descriptors kept for the store, the maps, logs and the control socket, beyond the HTTP
+/// listener's connections.
+const RESERVED_FILES: u64 = 256;
+
+/// The listeners the agent serves, bound by its caller.
+pub struct Listeners {
+    /// The control socket, for the CLI.
+    pub control: UnixListener,
+    /// The hook, API and pages, unless `--http off`.
+    pub http: Option<TcpListener>,
+}
+
+/// Binds the configured control socket and HTTP listener.
+pub async fn bind(config: &AgentConfig) -> Result<Listeners, DaemonError> {
+    let control = control::bind(&config.socket).await?;
     let http = match config.http {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
+            TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot listen on {addr} (--http)"))?,
+                .map_err(|source| DaemonError::Http { addr, source })?,
         ),
         None => None,
     };
+    Ok(Listeners { control, http })
+}
+
+/// Opens the configured store: the SQLite file, or a connection pool to the PostgreSQL
+/// database (whose schema it brings up to date).
+pub async fn open_store(db: &Database) -> Result<Arc<dyn Store>, DaemonError> {
+    let failed = |source| DaemonError::Store {
+        database: db.to_string(),
+        source,
+    };
+    match db {
+        Database::Sqlite(path) => Ok(Arc::new(SqliteStore::open(path).map_err(failed)?)),
+        Database::Postgres(url) => Ok(Arc::new(PgStore::connect(url).await.map_err(failed)?)),
+    }
+}
+
+/// Runs the agent on `listeners` until `shutdown` completes.
+pub async fn run(
+    config: AgentConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    // Everything the agent creates (the database and its journals, tokens) is its own: session
+    // keys, addresses and user names are nobody else's business.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
+    let open_files = serve::raise_open_files();
+    let mut limits = config.http_limits;
+    let room = open_files.saturating_sub(RESERVED_FILES) as usize;
+    if limits.max_connections > room {
+        tracing::warn!(
+            "only {open_files} open files are allowed: serving at most {room} HTTP connections \
+             at once instead of {} (raise LimitNOFILE)",
+            limits.max_connections
+        );
+        limits.max_connections = room.max(1);
+    }
+    let store = open_store(&config.database).await?;
+    tracing::info!("store: {}", store.describe());
+    let Listeners {
+        control: socket,
+        http,
+    } = listeners;
     let geoip = match &config.geoip_db {
         Some(path) => Some(Arc::new(GeoIp::open(path)?)),
         None => None,
@@ -77,9 +143,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             no_track_prefixes: config.no_track_prefixes.clone(),
             no_track_networks: config.no_track_networks.clone(),
             anonymize_ips: config.anonymize_ips,
+            visits: config.visits,
         },
     )
-    .await?;
+    .await
+    .map_err(DaemonError::Tracker)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let app = App {
         tables: engine.tables(),
@@ -87,13 +155,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         tracker,
         geoip,
         tokens: Some(Arc::new(tokens)),
+        sessions: Arc::new(control::session::Sessions::new(config.session_lifetime)),
         stopping: stopping.clone(),
     };
-    match &http {
-        Some(l) => tracing::info!(
-            "visit hook at http://{}/v1/visits, pages at http://{}/ (tokens: --hook-token/--admin-token, or the files in {})",
-            l.local_addr()?,
-            l.local_addr()?,
+    match http.as_ref().and_then(|l| l.local_addr().ok()) {
+        Some(addr) => tracing::info!(
+            "visit hook at http://{addr}/v1/visits, pages at http://{addr}/ (tokens: \
+             --hook-token-file/--admin-token-file, or the files in {})",
             config.state_dir().display()
         ),
         None => tracing::info!(
@@ -157,28 +225,26 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(
-        axum::serve(socket, control::socket_router(app.clone()))
-            .with_graceful_shutdown(until_stopped(stopping.clone()))
-            .into_future(),
-    );
+    servers.spawn(serve::serve(
+        socket,
+        control::socket_router(app.clone()),
+        serve::Limits::default(),
+        until_stopped(stopping.clone()),
+    ));
     if let Some(http) = http {
-        servers.spawn(
-            axum::serve(http, control::http_router(app.clone()))
-                .with_graceful_shutdown(until_stopped(stopping.clone()))
-                .into_future(),
-        );
+        servers.spawn(serve::serve(
+            http,
+            control::http_router(app.clone()),
+            limits,
+            until_stopped(stopping.clone()),
+        ));
     }
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        Some(done) = servers.join_next() => {
-            done.context("a listener task failed")?.context("serving HTTP")?;
-        }
-    }
+    shutdown.await;
     let _ = stop.send(true);
     while let Some(done) = servers.join_next().await {
-        done.context("a listener task failed")?
-            .context("serving HTTP")?;
+        if let Err(e) = done {
+            tracing::error!("a listener's task failed: {e}");
+        }
     }
     tasks.shutdown().await;
     drop(app);
@@ -227,10 +293,16 @@ async fn forward_program_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>
     }
 }
 
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM or SIGINT: what the binary passes to [`run`].
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install the SIGTERM and SIGINT handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),

@@ -112,7 +112,7 @@ pub struct Engine {
 impl Engine {
     /// Loads (or adopts) the program, brings the maps in line with the store, and only then
     /// attaches, so a fresh filter never runs with partial bans.
-    pub async fn start(config: AgentConfig, store: Arc<dyn Store>) -> anyhow::Result<Arc<Engine>> {
+    pub async fn start(config: AgentConfig, store: Arc<dyn Store>) -> Result<Arc<Engine>> {
         let opts = crate::kernel::Options {
             pin_dir: config.bpffs_dir.clone(),
             max_bans_v4: config.max_bans_v4,

@@ -9,12 +9,15 @@
 //! - [`cli`]: the `tracking` command line and its client of the control API.
 //! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps; `radix`: the sort
 //!   that orders a million listed networks.
-//! - [`visit`]: visits, visitors and the session rule both stores apply.
+//! - [`visit`]: visits, visitors and the session rule both stores apply; [`tracker`]: what
+//!   happens to a visit hook; [`backlog`]: answered visits waiting for the store, and their
+//!   writer.
 //! - [`geoip`]: where a visitor is, from a MaxMind City database, for the map.
 //! - [`web`]: the pages; [`web::assets`] embeds their files.
 
 pub mod active;
 pub mod api;
+pub mod backlog;
 pub mod ban;
 pub mod blocklist;
 pub mod cli;

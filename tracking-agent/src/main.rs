@@ -48,10 +48,12 @@ async fn run_agent(args: config::RunArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
         .with_target(false)
         .init();
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         anyhow::bail!("the agent loads an XDP program and needs root");
     }
-    daemon::run(config).await
+    let listeners = daemon::bind(&config).await?;
+    daemon::run(config, listeners, daemon::shutdown_signal()).await?;
+    Ok(())
 }
 
 fn detach(pin_dir: &std::path::Path) -> anyhow::Result<()> {

@@ -22,11 +22,11 @@ impl Timestamp {
         Self::from_system(SystemTime::now())
     }
 
-    pub fn from_millis(ms: i64) -> Self {
+    pub const fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
     }
 
-    pub fn as_millis(self) -> i64 {
+    pub const fn as_millis(self) -> i64 {
         self.0
     }
 
@@ -58,23 +58,47 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(now.0).max(0) as u64)
     }
 
-    /// Parses RFC 3339 (`2026-11-25T12:00:00Z`) or the same without the `T` and zone (UTC).
+    /// Parses RFC 3339 with any offset (`2026-11-25T12:00:00Z`, `2026-11-25T14:00:00+02:00`),
+    /// or a date and time without one, taken as UTC (`2026-11-25 12:00:00`).
     pub fn parse(s: &str) -> Result<Self, String> {
-        humantime::parse_rfc3339_weak(s.trim())
-            .map(Self::from_system)
-            .map_err(|e| format!("`{s}` is not a time like 2026-11-25T12:00:00Z: {e}"))
+        let s = s.trim();
+        let refused = |e: jiff::Error| {
+            format!("`{s}` is not a time like 2026-11-25T12:00:00Z or 2026-11-25T14:00:00+02:00: {e}")
+        };
+        let at = match s.parse::<jiff::Timestamp>() {
+            Ok(at) => at,
+            Err(with_offset) => match s.parse::<jiff::civil::DateTime>() {
+                Ok(civil) => civil
+                    .to_zoned(jiff::tz::TimeZone::UTC)
+                    .map_err(refused)?
+                    .timestamp(),
+                Err(_) => return Err(refused(with_offset)),
+            },
+        };
+        Ok(Timestamp(at.as_millisecond()))
+    }
+
+    /// As a `jiff` timestamp, clamped to the years it can show (-9999 to 9999).
+    fn civil(self) -> jiff::Timestamp {
+        let ms = self.0.clamp(
+            jiff::Timestamp::MIN.as_millisecond(),
+            jiff::Timestamp::MAX.as_millisecond(),
+        );
+        jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 }
 
+/// RFC 3339 in UTC to the second: `2026-11-25T12:00:00Z`.
 impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_seconds(self.to_system()))
+        write!(f, "{}", self.civil().strftime("%Y-%m-%dT%H:%M:%SZ"))
     }
 }
 
+/// RFC 3339 in UTC to the millisecond: `2026-11-25T12:00:00.000Z`.
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.to_system()))
+        s.collect_str(&self.civil().strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
     }
 }
 
@@ -103,6 +127,23 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_offset_is_taken_and_every_time_can_be_shown() {
+        let utc = Timestamp::parse("2026-11-25T12:00:00Z").unwrap();
+        assert_eq!(Timestamp::parse("2026-11-25T14:00:00+02:00").unwrap(), utc);
+        assert_eq!(Timestamp::parse("2026-11-25 12:00:00").unwrap(), utc);
+        assert_eq!(
+            serde_json::to_string(&utc).unwrap(),
+            "\"2026-11-25T12:00:00.000Z\""
+        );
+        assert!(Timestamp::parse("yesterday").unwrap_err().contains("is not a time"));
+        for extreme in [i64::MIN, -1, i64::MAX] {
+            let t = Timestamp::from_millis(extreme);
+            assert!(!t.to_string().is_empty());
+            assert!(serde_json::to_string(&t).is_ok());
+        }
+    }
 
     #[test]
     fn round_trips_rfc3339() {

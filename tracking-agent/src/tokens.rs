@@ -76,7 +76,7 @@ fn kept(path: &Path) -> Result<Secret, TokenError> {
 }
 
 /// 32 random bytes from the kernel, as hex.
-fn random_token() -> std::io::Result<String> {
+pub fn random_token() -> std::io::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())

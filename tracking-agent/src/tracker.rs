@@ -1,11 +1,11 @@
 //! The visitor tracker: what happens to a visit hook after it is parsed.
 //!
 //! A visit is first checked against the user-agent rules and the no-tracking prefixes; a tracked
-//! visit updates the in-memory [`ActiveIndex`] (so counts are exact at once), goes out on the live
-//! feed, and is queued for the store. One writer task drains the queue in batches, folds each
-//! batch into one delta per visitor ([`crate::visit::merge`]) and hands it to the store in one
-//! transaction. Background tasks move the active window forward (announcing visitors who left)
-//! and delete old visitor records in bounded batches.
+//! visit is taken by the [`Backlog`] (or refused, when it is full or behind), updates the
+//! in-memory [`ActiveIndex`] (so counts are exact at once) and goes out on the live feed. The
+//! backlog's writer stores visits in batches, one delta per visitor a transaction
+//! ([`crate::visit::merge`]). Background tasks move the active window forward (announcing
+//! visitors who left) and delete old visitor records in bounded batches.
 
 use std::{
     net::IpAddr,
@@ -17,24 +17,20 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::{
     active::{ActiveIndex, Counts, PageCount},
+    backlog::{self, Backlog, Refused},
+    config::VisitLimits,
     store::{Store, StoreError},
     time::Timestamp,
-    visit::{SESSION_IDLE, UaRule, Visit, Visitor, merge},
+    visit::{SESSION_IDLE, UaRule, Visit, Visitor},
 };
 
-/// Visits waiting for the store at most; beyond, hooks wait (back-pressure, nothing dropped).
-const QUEUE: usize = 65_536;
-/// Visits per store transaction at most.
-const BATCH: usize = 5_000;
-/// Store transactions start at most this often. A transaction costs by the pages it writes
-/// more than by the visits in it, so under load the visits of this long go in one; a visit
-/// after a quiet spell is stored at once. It is also how much longer than the transaction
-/// itself an acknowledged visit may wait in memory (and be lost if the agent crashes).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a stopping agent keeps trying to store what is waiting (a store that is away when
+/// the agent stops would otherwise hold it up for good).
+const STOP_WRITING: Duration = Duration::from_secs(10);
 /// Visitor records deleted per clean-up transaction.
 const CLEANUP_BATCH: usize = 1_000;
 /// Live-feed events buffered per subscriber; a slower page misses events and catches up.
@@ -50,6 +46,8 @@ pub struct TrackerConfig {
     pub no_track_networks: Vec<ipnet::IpNet>,
     /// Keep only the /24 (IPv4) or /48 (IPv6) of visitors' addresses.
     pub anonymize_ips: bool,
+    /// How answered visits wait for the store.
+    pub visits: VisitLimits,
 }
 
 /// One event of the live feed.
@@ -102,15 +100,15 @@ impl VisitorView {
 pub struct TrackerStats {
     pub tracked: AtomicU64,
     pub untracked: AtomicU64,
-    pub stored: AtomicU64,
-    /// Visits the store refused even after retries (logged each time).
-    pub lost: AtomicU64,
+    /// Visits still waiting when the agent stopped with the store away (logged).
+    pub lost_at_stop: AtomicU64,
 }
 
 /// The tracker, shared by the HTTP handlers and its background tasks.
 pub struct Tracker {
     store: Arc<dyn Store>,
-    queue: mpsc::Sender<Visit>,
+    /// Visits answered and not stored yet.
+    pub backlog: Arc<Backlog>,
     active: Mutex<ActiveIndex>,
     feed: broadcast::Sender<Arc<FeedEvent>>,
     /// Lower-cased keywords of the user-agent rules.
@@ -122,18 +120,33 @@ pub struct Tracker {
 /// The background work of a tracker; [`Tasks::shutdown`] stores what is queued before returning.
 pub struct Tasks {
     writer: tokio::task::JoinHandle<()>,
-    stop_writer: tokio::sync::oneshot::Sender<()>,
+    backlog: Arc<Backlog>,
+    tracker: std::sync::Weak<Tracker>,
     others: tokio::task::JoinSet<()>,
 }
 
 impl Tasks {
-    /// Stops the periodic tasks, closes the queue (a visit arriving now is refused) and waits
-    /// until every queued visit is stored.
+    /// Stops the periodic tasks, closes the backlog (a visit arriving now is refused) and waits
+    /// until every waiting visit is stored, for [`STOP_WRITING`] at most.
     pub async fn shutdown(mut self) {
         self.others.shutdown().await;
-        let _ = self.stop_writer.send(());
-        if let Err(e) = self.writer.await {
-            tracing::error!("the visit writer failed: {e}");
+        self.backlog.close();
+        match tokio::time::timeout(STOP_WRITING, &mut self.writer).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("the visit writer failed: {e}"),
+            Err(_) => {
+                self.writer.abort();
+                let (waiting, _) = self.backlog.depth();
+                if let Some(t) = self.tracker.upgrade() {
+                    t.stats
+                        .lost_at_stop
+                        .fetch_add(waiting as u64, Ordering::Relaxed);
+                }
+                tracing::error!(
+                    "the store did not take the last {waiting} visits within {STOP_WRITING:?} of \
+                     the stop; they are lost"
+                );
+            }
         }
     }
 }
@@ -160,11 +173,11 @@ impl Tracker {
             crate::time::format_duration(keep)
         );
         active.load(recent, now);
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let backlog = Backlog::new(config.visits);
         let (feed, _) = broadcast::channel(FEED_BUFFER);
         let tracker = Arc::new(Tracker {
             store: store.clone(),
-            queue,
+            backlog: backlog.clone(),
             active: Mutex::new(active),
             feed,
             ua_keywords: RwLock::new(Arc::new(Vec::new())),
@@ -172,19 +185,17 @@ impl Tracker {
             stats: TrackerStats::default(),
         });
         tracker.reload_ua_rules().await?;
-        let (stop_writer, stop) = tokio::sync::oneshot::channel();
-        let writer = tokio::spawn(write_visits(store, rx, stop, Arc::downgrade(&tracker)));
+        let writer = tokio::spawn(backlog::write(backlog.clone(), store));
         let mut others = tokio::task::JoinSet::new();
         others.spawn(clock(Arc::downgrade(&tracker)));
         others.spawn(cleanup(Arc::downgrade(&tracker)));
-        Ok((
-            tracker,
-            Tasks {
-                writer,
-                stop_writer,
-                others,
-            },
-        ))
+        let tasks = Tasks {
+            writer,
+            backlog,
+            tracker: Arc::downgrade(&tracker),
+            others,
+        };
+        Ok((tracker, tasks))
     }
 
     /// Whether a visit is tracked at all: not for a user agent matching a rule, a path under a
@@ -214,15 +225,44 @@ impl Tracker {
         !keywords.iter().any(|k| agent.contains(k.as_str()))
     }
 
-    /// Tracks a visit if it is wanted; returns whether it was.
-    pub async fn track(&self, mut visit: Visit) -> bool {
-        if !self.wants(&visit) {
-            self.stats.untracked.fetch_add(1, Ordering::Relaxed);
-            return false;
+    /// Tracks the visits that are wanted, all or none: says for each whether it was, or why
+    /// none was taken (the backlog is full or behind, or the agent is stopping). In durable
+    /// mode it returns once they are stored.
+    pub async fn track(&self, visits: Vec<Visit>) -> Result<Vec<bool>, Refused> {
+        let mut wanted = Vec::with_capacity(visits.len());
+        let mut taken = Vec::with_capacity(visits.len());
+        for mut visit in visits {
+            let wants = self.wants(&visit);
+            wanted.push(wants);
+            if !wants {
+                continue;
+            }
+            if self.config.anonymize_ips {
+                visit.ip = anonymize(visit.ip);
+            }
+            taken.push(visit);
         }
-        if self.config.anonymize_ips {
-            visit.ip = anonymize(visit.ip);
+        let count = taken.len() as u64;
+        let untracked = wanted.len() as u64 - count;
+        if count == 0 {
+            self.stats.untracked.fetch_add(untracked, Ordering::Relaxed);
+            return Ok(wanted);
         }
+        // The index and the feed see the visits the backlog took, as the store will.
+        let last = self.backlog.enqueue(taken.clone())?;
+        for visit in &taken {
+            self.count(visit);
+        }
+        self.stats.tracked.fetch_add(count, Ordering::Relaxed);
+        self.stats.untracked.fetch_add(untracked, Ordering::Relaxed);
+        if self.backlog.durable() {
+            self.backlog.stored(last + 1 - count, last).await?;
+        }
+        Ok(wanted)
+    }
+
+    /// Puts a taken visit in the active index and on the live feed.
+    fn count(&self, visit: &Visit) {
         let now = Timestamp::now();
         let timeout_ms = self.config.tracking_timeout.as_millis() as i64;
         // The visitor is only copied out for the live feed, when someone watches it.
@@ -230,7 +270,7 @@ impl Tracker {
         let (view, counts) = {
             let mut index = self.active.lock().expect("index lock");
             let left = index.advance(now);
-            let view = index.record(&visit, now, |visitor| {
+            let view = index.record(visit, now, |visitor| {
                 let active = visitor.last_update.as_millis() >= now.as_millis() - timeout_ms;
                 watched.then(|| VisitorView::new(visitor, active))
             });
@@ -244,13 +284,6 @@ impl Tracker {
                 active: counts,
             }));
         }
-        self.stats.tracked.fetch_add(1, Ordering::Relaxed);
-        // Only fails once the writer is gone, i.e. during shutdown.
-        if self.queue.send(visit).await.is_err() {
-            self.stats.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("a visit arrived while the agent was stopping and was not stored");
-        }
-        true
     }
 
     /// Tells the feed who left; each event carries the counts after this step's departures.
@@ -264,6 +297,15 @@ impl Tracker {
                 active: counts,
             }));
         }
+    }
+
+    /// The oldest time a visit may say it happened, as of `now`: a record older than the
+    /// clean-up timeout would be deleted at once.
+    pub fn oldest_visit(&self, now: Timestamp) -> Timestamp {
+        Timestamp::from_millis(
+            now.as_millis()
+                .saturating_sub(self.config.cleanup_timeout.as_millis() as i64),
+        )
     }
 
     /// Active visitors in total or on one page (`visitors_on_site` / `visitors_on_page`).
@@ -370,75 +412,6 @@ pub fn anonymize(ip: IpAddr) -> IpAddr {
     ipnet::IpNet::new(ip, len)
         .expect("a valid length")
         .network()
-}
-
-/// Drains the queue into the store, a batch per transaction. When told to stop it closes the
-/// queue and stores what is left in it before returning.
-async fn write_visits(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Visit>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-    tracker: std::sync::Weak<Tracker>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut stopping = false;
-    let mut last_commit: Option<tokio::time::Instant> = None;
-    loop {
-        if let Some(last) = last_commit.filter(|_| !stopping) {
-            tokio::select! {
-                _ = tokio::time::sleep_until(last + COMMIT_INTERVAL) => {}
-                _ = &mut stop => {
-                    stopping = true;
-                    rx.close();
-                }
-            }
-        }
-        let n = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
-            _ = &mut stop, if !stopping => {
-                stopping = true;
-                rx.close();
-                continue;
-            }
-        };
-        if n == 0 {
-            return;
-        }
-        last_commit = Some(tokio::time::Instant::now());
-        // Merged again for a retry rather than copied for every attempt.
-        let mut deltas = Some(merge(&batch));
-        let mut attempt = 0;
-        let stored = loop {
-            let attempt_deltas = deltas.take().unwrap_or_else(|| merge(&batch));
-            match store.record_visits(attempt_deltas).await {
-                Ok(()) => break true,
-                Err(e) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(
-                        "storing {} visits failed ({e}); retry {attempt} of 5",
-                        batch.len()
-                    );
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        "{} visits could not be stored and are lost: {e}",
-                        batch.len()
-                    );
-                    break false;
-                }
-            }
-        };
-        if let Some(t) = tracker.upgrade() {
-            let counter = if stored {
-                &t.stats.stored
-            } else {
-                &t.stats.lost
-            };
-            counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        }
-        batch.clear();
-    }
 }
 
 /// Moves the active window every second, so that departures reach the live feed on time.

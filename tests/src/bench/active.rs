@@ -97,7 +97,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
     let bodies: Vec<Value> = (0..p.sessions).map(visit).collect();
     let visits: Vec<Visit> = bodies
         .iter()
-        .map(|b| parse_visit(b, now))
+        .map(|b| parse_visit(b.to_string().as_bytes(), now, Timestamp::from_millis(0)))
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("a benchmark visit is invalid: {e}"))?;
     let on_page = bodies.iter().filter(|b| b["url"] == PAGE).count() as u64;

@@ -15,6 +15,8 @@ use crate::{api::ErrorBody, engine::EngineError};
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    /// Seconds for `Retry-After`, when the client should come back.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,7 +27,24 @@ impl ApiError {
                 error: error.into(),
                 details: Vec::new(),
             },
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to come back after `secs` seconds.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// A failure of the agent's own: the cause goes to the log, the client learns only that
+    /// it failed (internal error text is nobody's business and may hold paths or addresses).
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!("request failed: {cause}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the agent could not complete the request; see its log",
+        )
     }
 
     /// An error with one line per offending item.
@@ -40,6 +59,7 @@ impl ApiError {
                 error: error.into(),
                 details,
             },
+            retry_after: None,
         }
     }
 
@@ -51,32 +71,18 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::BadRequest { message, details } => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                body: ErrorBody {
-                    error: message,
-                    details,
-                },
-            },
-            EngineError::NeedsForce { message, details } => ApiError {
-                status: StatusCode::CONFLICT,
-                body: ErrorBody {
-                    error: message,
-                    details,
-                },
-            },
+            EngineError::BadRequest { message, details } => {
+                ApiError::with_details(StatusCode::BAD_REQUEST, message, details)
+            }
+            EngineError::NeedsForce { message, details } => {
+                ApiError::with_details(StatusCode::CONFLICT, message, details)
+            }
             // Actionable by the operator: say it.
             EngineError::Refused(why) => {
                 tracing::warn!("{why}");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, why)
             }
-            other => {
-                tracing::error!("request failed: {other}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the agent could not complete the request ({other}); see its log"),
-                )
-            }
+            other => ApiError::internal(&other),
         }
     }
 }
@@ -101,6 +107,23 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
+}
+
+/// The answer to a handler that panicked: logged with its message, answered as a JSON 500 that
+/// says no more.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    ApiError::internal(&format_args!("a handler panicked: {what}")).into_response()
 }

@@ -17,10 +17,12 @@ use serde::{
     Deserialize, Deserializer, Serialize,
     de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
 };
-use serde_json::{Number, Value};
+use serde_json::Number;
+#[cfg(test)]
+use serde_json::Value;
 
 use super::{ApiError, App};
-use crate::{active::Counts, time::Timestamp, visit::Visit};
+use crate::{active::Counts, backlog::Refused, time::Timestamp, visit::Visit};
 
 /// Largest body of `POST /v1/visits`.
 pub const MAX_VISIT_BYTES: usize = 64 * 1024;
@@ -97,13 +99,13 @@ async fn one(
     // Read straight into the fields the hook knows, borrowing strings from the body, rather
     // than into a `Value` first: this is the agent's busiest path.
     let fields: Fields<'_> = serde_json::from_slice(&body).map_err(not_json)?;
-    let visit = validate(fields, Timestamp::now())
+    let visit = validate(fields, &app.window(Timestamp::now()))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let reply = app.hook(visit).await;
+    let reply = app.hook(vec![visit]).await?;
     Ok((
         StatusCode::ACCEPTED,
         [(CONTENT_TYPE, "application/json")],
-        reply.as_json(),
+        reply[0].as_json(),
     ))
 }
 
@@ -112,8 +114,9 @@ async fn batch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BatchReply>), ApiError> {
-    let value = json_body(&headers, body, MAX_BATCH_BYTES)?;
-    let Value::Array(items) = value else {
+    let body = checked_body(&headers, body, MAX_BATCH_BYTES)?;
+    let Batch(items) = serde_json::from_slice(&body).map_err(not_json)?;
+    let Some(items) = items else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "a batch must be a JSON array of visits",
@@ -128,20 +131,20 @@ async fn batch(
             ),
         ));
     }
-    let now = Timestamp::now();
-    let mut visits = Vec::with_capacity(items.len());
+    let window = app.window(Timestamp::now());
+    let count = items.len();
+    let mut visits = Vec::with_capacity(count);
     let mut errors = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        match parse_visit(item, now) {
+    for (i, item) in items.into_iter().enumerate() {
+        match validate(item, &window) {
             Ok(v) => visits.push(v),
             Err(e) => errors.push(format!("visit {i}: {e}")),
         }
     }
     if !errors.is_empty() {
         let message = format!(
-            "{} of {} visits are invalid; none was stored",
+            "{} of {count} visits are invalid; none was stored",
             errors.len(),
-            items.len()
         );
         return Err(ApiError::with_details(
             StatusCode::BAD_REQUEST,
@@ -149,10 +152,7 @@ async fn batch(
             errors,
         ));
     }
-    let mut results = Vec::with_capacity(visits.len());
-    for v in visits {
-        results.push(app.hook(v).await);
-    }
+    let results = app.hook(visits).await?;
     Ok((StatusCode::ACCEPTED, Json(BatchReply { results })))
 }
 
@@ -171,21 +171,99 @@ async fn active(
 }
 
 impl App {
-    /// Tracks a validated visit and says whether its address is banned.
-    async fn hook(&self, visit: Visit) -> HookReply {
-        let banned = self.tables.banned(visit.ip).is_some();
-        let tracked = self.tracker.track(visit).await;
-        HookReply { tracked, banned }
+    /// Tracks validated visits, all or none, and says whether each address is banned.
+    async fn hook(&self, visits: Vec<Visit>) -> Result<Vec<HookReply>, ApiError> {
+        let banned: Vec<bool> = visits
+            .iter()
+            .map(|v| self.tables.banned(v.ip).is_some())
+            .collect();
+        let tracked = self.tracker.track(visits).await.map_err(refused)?;
+        Ok(tracked
+            .into_iter()
+            .zip(banned)
+            .map(|(tracked, banned)| HookReply { tracked, banned })
+            .collect())
+    }
+
+    /// The times a visit's `at` may fall between, as of `now`.
+    fn window(&self, now: Timestamp) -> Window {
+        Window {
+            now,
+            oldest: self.tracker.oldest_visit(now),
+        }
     }
 }
 
-/// The body as JSON, refusing other media types and oversized bodies with a message that says so.
-fn json_body(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<Value, ApiError> {
-    serde_json::from_slice(&checked_body(headers, body, limit)?).map_err(not_json)
+/// The answer when the backlog cannot take visits: come back in a second.
+fn refused(why: Refused) -> ApiError {
+    let message = match why {
+        Refused::Full => "the agent holds as many visits as it may until the store takes them; retry",
+        Refused::Behind => "the store is behind with visits; retry",
+        Refused::Closed => "the agent is stopping; retry",
+        Refused::Rejected => {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store refused the visit; see the agent's log",
+            );
+        }
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).retry_after(1)
+}
+
+/// The times a visit's `at` may fall between: the clean-up window back (older records would
+/// be deleted at once) and a few minutes ahead (clock skew).
+struct Window {
+    now: Timestamp,
+    oldest: Timestamp,
+}
+
+/// A batch: a JSON array of visits read as their fields, or `None` when the body is not an
+/// array.
+struct Batch<'a>(Option<Vec<Fields<'a>>>);
+
+impl<'de> Deserialize<'de> for Batch<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BatchVisitor;
+        impl<'de> Visitor<'de> for BatchVisitor {
+            type Value = Batch<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON array of visits")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Batch<'de>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Fields<'de>>()? {
+                    // Past the limit the rest is only skipped; the batch is refused anyway.
+                    if items.len() <= MAX_BATCH {
+                        items.push(item);
+                    }
+                }
+                Ok(Batch(Some(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Batch<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Batch(None))
+            }
+            fn visit_unit<E>(self) -> Result<Batch<'de>, E> {
+                Ok(Batch(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Batch<'de>, E> {
+                Ok(Batch(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Batch<'de>, E> {
+                Ok(Batch(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Batch<'de>, E> {
+                Ok(Batch(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Batch<'de>, E> {
+                Ok(Batch(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Batch<'de>, E> {
+                Ok(Batch(None))
+            }
+        }
+        d.deserialize_any(BatchVisitor)
+    }
 }
 
 /// The body, if it is declared JSON and is not too large.
@@ -233,17 +311,6 @@ enum Field<'a> {
     Number(Number),
     /// Neither: its kind, for the error.
     Other(&'static str),
-}
-
-impl<'a> From<&'a Value> for Field<'a> {
-    fn from(v: &'a Value) -> Self {
-        match v {
-            Value::Null => Field::Null,
-            Value::String(s) => Field::Str(Cow::Borrowed(s)),
-            Value::Number(n) => Field::Number(n.clone()),
-            other => Field::Other(kind(other)),
-        }
-    }
 }
 
 /// Reads any JSON value as a [`Field`], skipping over arrays and objects.
@@ -327,19 +394,6 @@ impl<'a> Fields<'a> {
             _ => return None,
         })
     }
-
-    fn of_value(value: &'a Value) -> Self {
-        let mut fields = Fields::default();
-        if let Value::Object(obj) = value {
-            fields.object = true;
-            for (name, v) in obj {
-                if let Some(slot) = fields.slot(name) {
-                    *slot = Some(Field::from(v));
-                }
-            }
-        }
-        fields
-    }
 }
 
 /// A field name, borrowed when it can be.
@@ -377,9 +431,14 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                     object: true,
                     ..Fields::default()
                 };
-                // Of a field given twice the last counts, as in a `Value`.
+                // A field given twice is refused: which one counts is anyone's guess.
                 while let Some(Name(name)) = map.next_key()? {
                     match fields.slot(&name) {
+                        Some(slot) if slot.is_some() => {
+                            return Err(serde::de::Error::custom(format!(
+                                "`{name}` is given twice"
+                            )));
+                        }
                         Some(slot) => *slot = Some(map.next_value()?),
                         None => {
                             map.next_value::<IgnoredAny>()?;
@@ -415,13 +474,16 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-/// Validates one visit. Unknown fields are ignored; known ones must have the right type.
-pub fn parse_visit(value: &Value, now: Timestamp) -> Result<Visit, String> {
-    validate(Fields::of_value(value), now)
+/// Reads and validates one visit from its JSON text as `POST /v1/visits` does, as of `now`,
+/// taking times back to `oldest`: for benchmarks and tools that build visits.
+pub fn parse_visit(text: &[u8], now: Timestamp, oldest: Timestamp) -> Result<Visit, String> {
+    let fields = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    validate(fields, &Window { now, oldest })
 }
 
-/// [`parse_visit`] on the fields as read.
-fn validate(fields: Fields<'_>, now: Timestamp) -> Result<Visit, String> {
+/// Validates one visit. Unknown fields are ignored; known ones must have the right type.
+fn validate(fields: Fields<'_>, window: &Window) -> Result<Visit, String> {
+    let now = window.now;
     if !fields.object {
         return Err("a visit must be a JSON object".into());
     }
@@ -453,8 +515,14 @@ fn validate(fields: Fields<'_>, now: Timestamp) -> Result<Visit, String> {
         None | Some(Field::Null) => now,
         Some(Field::Str(s)) => {
             let at = Timestamp::parse(s).map_err(|e| format!("`at`: {e}"))?;
-            if at.as_millis() > now.as_millis() + MAX_SKEW_MS {
+            if at.as_millis() > now.as_millis().saturating_add(MAX_SKEW_MS) {
                 return Err(format!("`at` ({at}) is more than 5 minutes in the future"));
+            }
+            if at < window.oldest {
+                return Err(format!(
+                    "`at` ({at}) is older than the clean-up timeout: a record of it would be \
+                     deleted at once"
+                ));
             }
             at
         }
@@ -517,17 +585,6 @@ fn kind_of(f: &Field<'_>) -> &'static str {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn shorten(s: &str) -> String {
     if s.chars().count() > 60 {
         format!("{}...", s.chars().take(60).collect::<String>())
@@ -541,38 +598,56 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Parses a visit both ways, as a `Value` (the batch) and from the text (one visit), and
-    /// checks they agree.
+    const NOW: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+
+    fn window() -> Window {
+        Window {
+            now: NOW,
+            oldest: Timestamp::from_millis(NOW.as_millis() - 86_400_000),
+        }
+    }
+
+    /// Reads a visit from its text, as the hook does.
     fn parse(v: Value) -> Result<Visit, String> {
-        let now = Timestamp::from_millis(1_800_000_000_000);
-        let from_value = parse_visit(&v, now);
         let text = serde_json::to_vec(&v).unwrap();
-        let from_text = validate(serde_json::from_slice(&text).unwrap(), now);
-        assert_eq!(from_value, from_text, "{v}");
-        from_value
+        let fields = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+        validate(fields, &window())
     }
 
     #[test]
-    fn escaped_and_repeated_fields_read_as_in_a_value() {
-        let now = Timestamp::from_millis(1_800_000_000_000);
-        let text = br#"{"ip":"192.0.2.1","url":"/a\u0062","url":"/c","x":{"y":[1,{"z":null}]},"user":1.5}"#;
-        let visit = validate(serde_json::from_slice(text).unwrap(), now).unwrap();
-        let value: Value = serde_json::from_slice(text).unwrap();
-        assert_eq!(visit, parse_visit(&value, now).unwrap());
+    fn escaped_fields_are_read_and_a_repeated_one_is_refused() {
+        let text = br#"{"ip":"192.0.2.1","url":"/a\u0062","x":{"y":[1,{"z":null}]},"user":1.5}"#;
+        let visit = validate(serde_json::from_slice(text).unwrap(), &window()).unwrap();
         assert_eq!(
             (visit.url.as_str(), visit.user.as_deref()),
-            ("/c", Some("1.5"))
+            ("/ab", Some("1.5"))
         );
         let text = br#"{"ip":"192.0.2.1","user_agent":"a\"b\u00e9"}"#;
-        let visit = validate(serde_json::from_slice(text).unwrap(), now).unwrap();
+        let visit = validate(serde_json::from_slice(text).unwrap(), &window()).unwrap();
         assert_eq!(visit.user_agent, "a\"b\u{e9}");
         for not_an_object in [&b"[1,2]"[..], b"null", b"\"x\"", b"3", b"true"] {
             let fields: Fields<'_> = serde_json::from_slice(not_an_object).unwrap();
             assert_eq!(
-                validate(fields, now).unwrap_err(),
+                validate(fields, &window()).unwrap_err(),
                 "a visit must be a JSON object"
             );
         }
+        let twice = br#"{"ip":"192.0.2.1","url":"/a","url":"/b"}"#;
+        let err = serde_json::from_slice::<Fields<'_>>(twice).unwrap_err().to_string();
+        assert!(err.contains("`url` is given twice"), "{err}");
+        // Unknown fields may repeat: they are not read.
+        let extra = br#"{"ip":"192.0.2.1","x":1,"x":2}"#;
+        assert!(serde_json::from_slice::<Fields<'_>>(extra).is_ok());
+    }
+
+    #[test]
+    fn a_time_with_any_offset_is_taken_and_one_outside_the_window_is_refused() {
+        let at = |s: &str| parse(json!({"ip": "192.0.2.1", "at": s}));
+        let utc = at("2027-01-15T08:00:00Z").unwrap().at;
+        assert_eq!(at("2027-01-15T10:00:00+02:00").unwrap().at, utc);
+        assert_eq!(at("2027-01-15T03:30:00-04:30").unwrap().at, utc);
+        let err = at("1970-01-01T00:00:00Z").unwrap_err();
+        assert!(err.contains("older than the clean-up timeout"), "{err}");
     }
 
     #[test]

@@ -14,11 +14,19 @@ mod error;
 pub mod floor;
 pub mod hook;
 pub mod routes;
+pub mod serve;
+pub mod session;
 mod unix;
 
 use std::sync::Arc;
 
-use axum::{Router, middleware};
+use axum::{
+    Router,
+    extract::Request,
+    http::{HeaderValue, header},
+    middleware::{self, Next},
+    response::Response,
+};
 
 pub use error::ApiError;
 pub use unix::{SocketError, bind};
@@ -35,6 +43,8 @@ pub struct App {
     pub geoip: Option<Arc<GeoIp>>,
     /// `None` on the control socket.
     pub tokens: Option<Arc<Tokens>>,
+    /// Browser logins to the pages.
+    pub sessions: Arc<session::Sessions>,
     /// Turns true when the agent stops: long-lived answers (the live feed) end then, so that
     /// the listeners can shut down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -43,11 +53,14 @@ pub struct App {
 /// Every API route without tokens, for the control socket.
 pub fn socket_router(mut app: App) -> Router {
     app.tokens = None;
-    hook::routes().merge(routes::admin()).with_state(app)
+    hook::routes()
+        .merge(routes::admin())
+        .with_state(app)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
 }
 
 /// The HTTP listener: the hook behind the hook token, the admin API and the pages behind the
-/// admin token, and the login.
+/// admin token, and the login; every answer with the headers that keep the pages to themselves.
 pub fn http_router(app: App) -> Router {
     let hook = hook::routes().route_layer(middleware::from_fn_with_state(app.clone(), auth::hook));
     let admin = routes::admin()
@@ -56,4 +69,36 @@ pub fn http_router(app: App) -> Router {
     hook.merge(admin)
         .merge(crate::web::public())
         .with_state(app)
+        .layer(middleware::from_fn(security_headers))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
+}
+
+/// The pages load only their own scripts, styles and data (no inline script or style, which is
+/// what an injected one would be), are never framed by another page, never sniffed as another
+/// type, and say only their origin when they link out.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ),
+    ] {
+        headers.insert(name, value);
+    }
+    response
 }

@@ -60,11 +60,18 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
     let mut stats = app.engine.stats()?;
     let t = &app.tracker.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let backlog = &app.tracker.backlog;
+    let (queued, oldest) = backlog.depth();
     stats.visits = Some(crate::api::VisitStats {
         tracked: load(&t.tracked),
         untracked: load(&t.untracked),
-        stored: load(&t.stored),
-        lost: load(&t.lost),
+        stored: load(&backlog.stats.stored),
+        lost: load(&backlog.stats.rejected) + load(&t.lost_at_stop),
+        refused: load(&backlog.stats.refused),
+        queued: queued as u64,
+        oldest_queued_ms: oldest.as_millis() as u64,
+        store_retries: load(&backlog.stats.retries),
+        store_answers: backlog.store_answers(),
         page_views_total: app.tracker.page_views_total().await?,
         active: app.tracker.counts(None),
     });
@@ -179,7 +186,10 @@ fn keywords(items: Vec<String>) -> Result<Vec<String>, ApiError> {
         if k.len() > 256 {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("the keyword `{}...` is longer than 256 bytes", &k[..32]),
+                format!(
+                    "the keyword `{}...` is longer than 256 bytes",
+                    k.chars().take(32).collect::<String>()
+                ),
             ));
         }
         out.push(k);

@@ -90,6 +90,48 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// Whether the same request may succeed later: the store is away, busy or out of space,
+    /// rather than refusing the request itself. Writers of visits retry these for as long as
+    /// it takes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => sqlite_transient(e),
+            StoreError::Postgres(e) | StoreError::Connect { source: e, .. } => match e.db_error() {
+                // The server answered: only its resource and availability classes pass.
+                Some(db) => {
+                    let class = &db.code().code()[..2];
+                    // 08 connection, 53 insufficient resources, 57 operator intervention
+                    // (shutdown), 58 system error, 40 serialization/deadlock.
+                    matches!(class, "08" | "53" | "57" | "58" | "40")
+                }
+                // No answer from the server: a lost connection, a pool timeout.
+                None => true,
+            },
+            StoreError::Closed | StoreError::Aborted | StoreError::Thread(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn sqlite_transient(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(code) => matches!(
+            code,
+            DiskFull
+                | DatabaseBusy
+                | DatabaseLocked
+                | SystemIoFailure
+                | CannotOpen
+                | ReadOnly
+                | OutOfMemory
+                | FileLockingProtocolFailed
+        ),
+        None => false,
+    }
+}
+
 /// What `sync_source` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {

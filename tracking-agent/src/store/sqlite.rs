@@ -90,6 +90,7 @@ impl SqliteStore {
         };
         let mut conn = Connection::open(path).map_err(opening)?;
         configure(&conn).map_err(opening)?;
+        private(path);
         migrations::apply(&mut conn)?;
         let checkpointing = Connection::open(path).map_err(opening)?;
         configure(&checkpointing).map_err(opening)?;
@@ -122,6 +123,37 @@ impl SqliteStore {
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         // The worker outlives this handle, so a reply can only go missing if the job panicked.
         answer.await.map_err(|_| StoreError::Aborted)?
+    }
+}
+
+/// Makes the database and its journals readable by their owner only, files an earlier
+/// version (or a looser umask) may have left readable by everyone.
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let journals = ["-wal", "-shm"].map(|suffix| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    });
+    for file in std::iter::once(path.to_path_buf()).chain(journals) {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0
+            && let Err(e) =
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!("cannot make {} private: {e}", file.display());
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "{} can be read by other users; the agent keeps its database there (chmod 700)",
+            dir.display()
+        );
     }
 }
 
@@ -588,6 +620,27 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700);
         assert_eq!(h.store.describe(), format!("sqlite {}", h.path().display()));
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_journals_are_readable_by_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tracking.db");
+        // A file an earlier version left readable by everyone.
+        drop(Connection::open(&path).unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
+            .await
+            .unwrap();
+        for file in ["tracking.db", "tracking.db-wal", "tracking.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
     }
 
     #[tokio::test]

@@ -1,18 +1,22 @@
 //! Serving the pages and their assets (embedded in the binary by [`super::assets`]), and the
 //! login that turns the admin token into a cookie for the browser.
 
+use std::net::IpAddr;
+
 use axum::{
-    Form, Router,
+    Extension, Form, Router,
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
 };
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use cookie::time;
 use serde::Deserialize;
 
 use super::assets;
 use crate::{
-    control::{App, auth},
+    control::{ApiError, App, auth, auth::Peer, session},
     tokens::matches,
 };
 
@@ -64,47 +68,82 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -> Response {
+/// Opens a browser session for the admin token: limited per client address, and only from
+/// the agent's own login page (a login forced on a browser by another site is refused too).
+async fn login(
+    State(app): State<App>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let Some(tokens) = &app.tokens else {
         return Redirect::to("/").into_response();
     };
-    let token = form.token.trim();
-    if !matches(token, &tokens.admin) {
-        return (StatusCode::UNAUTHORIZED, Html(login_failed())).into_response();
+    if !auth::same_origin(&headers) {
+        return auth::cross_site();
     }
-    // The cookie holds the token itself: HttpOnly keeps scripts from reading it, SameSite=Strict
-    // keeps other sites from riding on it.
-    let cookie = format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000",
-        auth::COOKIE
-    );
-    let mut resp = Redirect::to("/").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("token is ASCII"),
-    );
-    resp
+    let client = peer.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(Peer(a))| a.ip());
+    if let Err(wait) = app.sessions.may_try(client) {
+        let secs = wait.as_secs().max(1);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Html(login_message(&format!(
+                "Too many wrong tokens from your address; try again in {secs} s."
+            ))),
+        )
+            .into_response();
+    }
+    if !matches(form.token.trim(), &tokens.admin) {
+        app.sessions.failed(client);
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(login_message("Wrong token.")),
+        )
+            .into_response();
+    }
+    app.sessions.succeeded(client);
+    let id = match app.sessions.open() {
+        Ok(id) => id,
+        Err(e) => return ApiError::internal(&e).into_response(),
+    };
+    // Over HTTPS (behind a proxy that terminates it) the cookie must never go out in clear.
+    let https = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| o.starts_with("https://"));
+    let cookie = Cookie::build((session::COOKIE, id))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(https)
+        .max_age(time::Duration::seconds(
+            app.sessions.lifetime().as_secs() as i64
+        ))
+        .build();
+    (jar.add(cookie), Redirect::to("/")).into_response()
 }
 
-async fn logout() -> Response {
-    let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        auth::COOKIE
-    );
-    let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("ASCII"),
-    );
-    resp
+/// Ends the browser's session; its cookie is worth nothing after.
+async fn logout(State(app): State<App>, headers: HeaderMap, jar: CookieJar) -> Response {
+    if !auth::same_origin(&headers) {
+        return auth::cross_site();
+    }
+    if let Some(cookie) = jar.get(session::COOKIE) {
+        app.sessions.close(cookie.value());
+    }
+    let gone = Cookie::build((session::COOKIE, "")).path("/").build();
+    (jar.remove(gone), Redirect::to("/login")).into_response()
 }
 
-fn login_failed() -> String {
+/// The login page with `message` above the form.
+fn login_message(message: &str) -> String {
     assets::page("login")
         .unwrap_or("<!doctype html><title>tracking</title>")
         .replacen(
             "<body>",
-            "<body><p class=\"message error\" role=\"alert\">Wrong token.</p>",
+            &format!("<body><p class=\"message error\" role=\"alert\">{message}</p>"),
             1,
         )
 }
