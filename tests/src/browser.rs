@@ -170,7 +170,43 @@ impl Browser {
             .to_owned();
         self.page_call("Page.enable", json!({}))?;
         self.page_call("Page.setLifecycleEventsEnabled", json!({"enabled": true}))?;
+        // Before any page script: every Content-Security-Policy violation of every page is
+        // kept, for [`Browser::csp_violations`].
+        self.page_call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "window.__cspViolations = []; document.addEventListener(\
+                'securitypolicyviolation', e => window.__cspViolations.push(\
+                e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline') + ' at ' + \
+                e.sourceFile + ':' + e.lineNumber));"}),
+        )?;
         Ok(())
+    }
+
+    /// The Content-Security-Policy violations of the current page so far, as `directive
+    /// blocked what at where`.
+    pub fn csp_violations(&mut self) -> Result<Vec<String>, BrowserError> {
+        let value = self.eval("window.__cspViolations || []")?;
+        Ok(value
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default())
+    }
+
+    /// The address each frame of the current page shows, the page's own first: a frame the
+    /// browser refused to show has Chromium's error page (`chrome-error://...`).
+    pub fn frame_urls(&mut self) -> Result<Vec<String>, BrowserError> {
+        let tree = self.page_call("Page.getFrameTree", json!({}))?;
+        let mut urls = Vec::new();
+        let mut todo = vec![tree["frameTree"].clone()];
+        while let Some(node) = todo.pop() {
+            if let Some(url) = node["frame"]["url"].as_str() {
+                urls.push(url.to_owned());
+            }
+            if let Some(children) = node["childFrames"].as_array() {
+                todo.extend(children.iter().cloned());
+            }
+        }
+        Ok(urls)
     }
 
     fn page_call(&mut self, method: &str, params: Value) -> Result<Value, BrowserError> {

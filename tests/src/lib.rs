@@ -16,6 +16,8 @@
 //! - [`unique`]: names and subnets that no other test, or other test process, uses.
 //! - [`browser`]: [`Browser`], a headless Chromium in a namespace, driven over the DevTools
 //!   protocol: load a page, read its DOM, take a screenshot.
+//! - [`web`]: [`web::WebSite`], the agent's HTTP listener with known tokens, logins and
+//!   browsers for the tests of the HTTP side.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
 //! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
 //! - [`raw`]: frames the socket API cannot send (VLAN tags, IPv4-mapped sources) put on the
@@ -56,6 +58,7 @@ pub mod topology;
 pub mod traffic;
 pub mod unique;
 pub mod veth;
+pub mod web;
 pub mod xdp;
 
 mod command;
@@ -67,6 +70,19 @@ pub use ipnet::IpNet;
 pub use loaded::Loaded;
 pub use netns::Netns;
 pub use root::require_root;
+
+/// Raises this process's soft limit of open files to its hard limit: tests that hold thousands
+/// of connections need a descriptor each.
+pub fn raise_open_files() {
+    // SAFETY: getrlimit/setrlimit with a valid rlimit.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
 pub use topology::Topology;
 pub use traffic::{tcp_connects, udp_roundtrip};
 pub use veth::{VethEnd, VethPair, VethSpec};

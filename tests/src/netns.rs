@@ -91,8 +91,9 @@ pub(crate) fn command_in(netns: &Path, program: impl AsRef<OsStr>) -> Command {
     command
 }
 
-/// Moves the calling thread into the network namespace at `path`.
-fn enter(path: &Path) -> io::Result<()> {
+/// Moves the calling thread into the network namespace at `path`, for a thread of a test's
+/// own that makes many sockets there (a load generator); [`Netns::run`] is the usual way in.
+pub fn enter(path: &Path) -> io::Result<()> {
     let netns = File::open(path)?;
     // SAFETY: the descriptor is open for the whole call; setns only changes the calling
     // thread's network namespace, which is this harness thread's own.

@@ -192,9 +192,10 @@ pub struct VisitStats {
     #[serde(default)]
     pub store_answers: bool,
     /// Page views summed over every visitor record in the store: what the store holds, to
-    /// check against what was sent (visits tracked before a restart included).
+    /// check against what was sent (visits tracked before a restart included). `None` while
+    /// the store does not answer: the rest of the stats still does.
     #[serde(default)]
-    pub page_views_total: u64,
+    pub page_views_total: Option<u64>,
     pub active: crate::active::Counts,
 }
 

@@ -30,7 +30,7 @@ use crate::{
 
 /// How long a stopping agent keeps trying to store what is waiting (a store that is away when
 /// the agent stops would otherwise hold it up for good).
-const STOP_WRITING: Duration = Duration::from_secs(10);
+const STOP_WRITING: Duration = Duration::from_secs(5);
 /// Visitor records deleted per clean-up transaction.
 const CLEANUP_BATCH: usize = 1_000;
 /// Live-feed events buffered per subscriber; a slower page misses events and catches up.

@@ -188,7 +188,7 @@ pub fn stats(s: &StatsView) -> String {
     if let Some(v) = &s.visits {
         let _ = writeln!(
             out,
-            "{} active visitors ({} registered, {} guests); {} visits tracked, {} not tracked, {} stored, {} lost; {} page views in the store",
+            "{} active visitors ({} registered, {} guests); {} visits tracked, {} not tracked, {} stored, {} lost, {} refused (503); {} page views in the store",
             v.active.visitors,
             v.active.registered,
             v.active.guests,
@@ -196,8 +196,24 @@ pub fn stats(s: &StatsView) -> String {
             v.untracked,
             v.stored,
             v.lost,
+            v.refused,
             v.page_views_total
+                .map_or("? (the store does not answer)".to_string(), |n| n.to_string())
         );
+        if v.queued > 0 || !v.store_answers {
+            let _ = writeln!(
+                out,
+                "{} visits wait for the store (the oldest for {} ms){}; {} failed attempts so far",
+                v.queued,
+                v.oldest_queued_ms,
+                if v.store_answers {
+                    ""
+                } else {
+                    ", which does not take them now"
+                },
+                v.store_retries
+            );
+        }
     }
     if !s.top.is_empty() {
         out.push('\n');

@@ -72,7 +72,7 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
         oldest_queued_ms: oldest.as_millis() as u64,
         store_retries: load(&backlog.stats.retries),
         store_answers: backlog.store_answers(),
-        page_views_total: app.tracker.page_views_total().await?,
+        page_views_total: app.tracker.page_views_total().await.ok(),
         active: app.tracker.counts(None),
     });
     Ok(Json(stats))

@@ -147,7 +147,37 @@ impl Server {
         )
     }
 
+    /// The server of the test process: started once, stopped at exit.
     fn start() -> Server {
+        let cluster = Cluster::create();
+        let running = cluster.launch();
+        let _ = RUNNING.set(running);
+        // SAFETY: registering a plain function; it runs once, at exit.
+        unsafe {
+            libc::atexit(stop_at_exit);
+        }
+        let server = Server {
+            socket_dir: cluster.socket_dir.clone(),
+        };
+        let exited = &RUNNING.get().expect("set above").exited;
+        wait_until_ready(&server, exited, &cluster.log);
+        server
+    }
+}
+
+/// A cluster's directory: data, socket, log.
+struct Cluster {
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    dir: PathBuf,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Cluster {
+    /// A fresh cluster in a directory of its own (`initdb`).
+    fn create() -> Cluster {
         let bin = server_binaries().unwrap_or_else(|| {
             panic!(
                 "no PostgreSQL to test the PostgreSQL store against: set DATABASE_URL to a server \
@@ -199,15 +229,30 @@ impl Server {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        let log = dir.join("server.log");
+        Cluster {
+            bin,
+            owner,
+            dir,
+            data,
+            socket_dir,
+            log,
+        }
+    }
 
-        let log_path = dir.join("server.log");
-        let log = std::fs::File::create(&log_path).expect("the server log");
-        let mut postgres = Command::new(bin.join("postgres"));
+    /// Starts `postgres` on the cluster, from a thread that lives as long as it does.
+    fn launch(&self) -> Running {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the server log");
+        let mut postgres = Command::new(self.bin.join("postgres"));
         postgres
             .arg("-D")
-            .arg(&data)
+            .arg(&self.data)
             .arg("-k")
-            .arg(&socket_dir)
+            .arg(&self.socket_dir)
             .args(["-p", &PORT.to_string()])
             // No TCP at all; and a throwaway cluster needs no durability, which makes creating
             // a database per test cheap.
@@ -216,12 +261,12 @@ impl Server {
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200"])
-            .current_dir(&dir)
+            .current_dir(&self.dir)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the server log"))
             .stderr(log);
-        as_owner(&mut postgres, owner);
+        as_owner(&mut postgres, self.owner);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
@@ -254,24 +299,97 @@ impl Server {
                 }
             })
             .expect("a thread for the server");
-        let pid = pid
-            .recv()
-            .expect("the server thread answers")
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.join("postgres").display()));
-
-        let _ = RUNNING.set(Running {
-            pid,
-            dir: dir.clone(),
-            exited: Arc::clone(&exited),
+        let pid = pid.recv().expect("the server thread answers").unwrap_or_else(|e| {
+            panic!("cannot start {}: {e}", self.bin.join("postgres").display())
         });
-        // SAFETY: registering a plain function; it runs once, at exit.
-        unsafe {
-            libc::atexit(stop_at_exit);
+        Running {
+            pid,
+            dir: self.dir.clone(),
+            exited,
         }
+    }
+}
 
-        let server = Server { socket_dir };
-        wait_until_ready(&server, &exited, &log_path);
+/// A server of its own for a test that stops and starts it (an outage), on a cluster in a
+/// directory of its own; stopped and removed on drop.
+pub struct Dedicated {
+    cluster: Cluster,
+    running: Option<Running>,
+}
+
+impl Dedicated {
+    pub fn start() -> Dedicated {
+        let cluster = Cluster::create();
+        let mut server = Dedicated {
+            cluster,
+            running: None,
+        };
+        server.resume();
         server
+    }
+
+    /// The URL of `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        Server {
+            socket_dir: self.cluster.socket_dir.clone(),
+        }
+        .url(database)
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn database(&self, name: &str) -> String {
+        admin(&self.url("postgres"), &format!("CREATE DATABASE {name}"));
+        self.url(name)
+    }
+
+    /// Stops the server the fast way (open connections are cut) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop(libc::SIGINT);
+        }
+    }
+
+    /// Starts the server again on the same cluster and waits until it takes connections.
+    pub fn resume(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let running = self.cluster.launch();
+        let server = Server {
+            socket_dir: self.cluster.socket_dir.clone(),
+        };
+        wait_until_ready(&server, &running.exited, &self.cluster.log);
+        self.running = Some(running);
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop(libc::SIGQUIT);
+        }
+        let _ = std::fs::remove_dir_all(&self.cluster.dir);
+    }
+}
+
+impl Running {
+    /// Signals the server and waits until it has exited (SIGKILL after 10 s).
+    fn stop(&self, signal: libc::c_int) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.pid, signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.exited.load(Ordering::SeqCst) {
+            if Instant::now() > deadline {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(self.pid, libc::SIGKILL);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -318,21 +436,7 @@ extern "C" fn stop_at_exit() {
     let Some(running) = RUNNING.get() else {
         return;
     };
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(running.pid, libc::SIGQUIT);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.exited.load(Ordering::SeqCst) {
-        if Instant::now() > deadline {
-            // SAFETY: as above.
-            unsafe {
-                libc::kill(running.pid, libc::SIGKILL);
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    running.stop(libc::SIGQUIT);
     let _ = std::fs::remove_dir_all(&running.dir);
 }
 
