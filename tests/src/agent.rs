@@ -319,12 +319,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Waits until the socket accepts a connection, panicking with the log when the agent
-    /// exits or the time runs out.
+    /// Waits until the agent answers a request on its socket (the socket is bound before the
+    /// filter is attached and in line with the store, and takes connections from then on),
+    /// panicking with the log when the agent exits or the time runs out.
     fn wait_ready(&mut self, shown: &str) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if UnixStream::connect(&self.socket).is_ok() {
+            if answers(&self.socket) {
                 return;
             }
             let child = self.child.as_mut().expect("spawned just before");
@@ -386,4 +387,21 @@ impl Drop for Agent {
             eprintln!("harness: could not remove {}: {error}", self.pins.display());
         }
     }
+}
+
+/// Whether the agent on `socket` answers `GET /v1/status` (within a second).
+fn answers(socket: &Path) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: tracking\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }

@@ -196,34 +196,6 @@ fn form_encode(text: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plain_answer_is_read_with_its_headers() {
-        let raw = b"HTTP/1.1 303 See Other\r\nLocation: /login\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\nbody";
-        let response = Response::parse(raw).unwrap();
-        assert_eq!(response.status, 303);
-        assert_eq!(response.header("location"), Some("/login"));
-        assert_eq!(response.headers("Set-Cookie"), ["a=1", "b=2"]);
-        assert_eq!(response.text(), "body");
-    }
-
-    #[test]
-    fn a_chunked_answer_is_put_back_together() {
-        let raw =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        let response = Response::parse(raw).unwrap();
-        assert_eq!(response.json(), serde_json::json!({"a": 1}));
-    }
-
-    #[test]
-    fn form_fields_are_encoded() {
-        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
-    }
-}
-
 /// A page served at `/` from a port of its own in a namespace: another site on the same host,
 /// for the tests of what the agent's pages refuse to do for other sites. Serves until dropped.
 pub struct OtherSite {
@@ -268,5 +240,33 @@ impl OtherSite {
 impl Drop for OtherSite {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_answer_is_read_with_its_headers() {
+        let raw = b"HTTP/1.1 303 See Other\r\nLocation: /login\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\nbody";
+        let response = Response::parse(raw).unwrap();
+        assert_eq!(response.status, 303);
+        assert_eq!(response.header("location"), Some("/login"));
+        assert_eq!(response.headers("Set-Cookie"), ["a=1", "b=2"]);
+        assert_eq!(response.text(), "body");
+    }
+
+    #[test]
+    fn a_chunked_answer_is_put_back_together() {
+        let raw =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        let response = Response::parse(raw).unwrap();
+        assert_eq!(response.json(), serde_json::json!({"a": 1}));
+    }
+
+    #[test]
+    fn form_fields_are_encoded() {
+        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
     }
 }

@@ -132,7 +132,9 @@ impl Site {
     }
 
     pub fn bans(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.agent.cli_ok(["ban", "ls", "--json"])).expect("ban ls JSON")
+        let list: serde_json::Value =
+            serde_json::from_str(&self.agent.cli_ok(["ban", "ls", "--json"])).expect("ban ls JSON");
+        list["bans"].as_array().expect("a list of bans").clone()
     }
 
     pub fn hits(&self, network: &str) -> u64 {

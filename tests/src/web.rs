@@ -171,7 +171,9 @@ impl WebSite {
 
     /// `ban ls --json` through the CLI.
     pub fn bans(&self) -> Vec<Value> {
-        serde_json::from_str(&self.agent.cli_ok(["ban", "ls", "--json"])).expect("ban ls JSON")
+        let list: serde_json::Value =
+            serde_json::from_str(&self.agent.cli_ok(["ban", "ls", "--json"])).expect("ban ls JSON");
+        list["bans"].as_array().expect("a list of bans").clone()
     }
 }
 

@@ -48,6 +48,11 @@ impl Site {
     }
 
     fn start(geoip: bool) -> Site {
+        Site::start_with(geoip, None, &[])
+    }
+
+    /// With more arguments for the agent, and another store than its own SQLite file.
+    fn start_with(geoip: bool, database: Option<&str>, extra: &[&str]) -> Site {
         require_root();
         let topology = Topology::new().expect("topology");
         // A port nothing in the fresh namespace uses: bind port 0 there, and let it go.
@@ -73,11 +78,12 @@ impl Site {
             args.push("--geoip-db".to_owned());
             args.push(path.display().to_string());
         }
-        let agent = Agent::start(
-            topology.server(),
-            AgentOptions::new(topology.server_iface()).args(&args),
-        )
-        .expect("agent");
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut options = AgentOptions::new(topology.server_iface()).args(&args);
+        if let Some(database) = database {
+            options = options.database(database);
+        }
+        let agent = Agent::start(topology.server(), options).expect("agent");
         let site = Site {
             agent,
             topology,
@@ -592,7 +598,7 @@ fn the_admin_page_bans_and_lifts_bans_and_says_when_force_is_needed() {
     // The agent holds what the page shows.
     let bans: Value =
         serde_json::from_str(&site.agent.cli_ok(["ban", "ls", "--json"])).expect("ban ls JSON");
-    let bans = bans.as_array().unwrap();
+    let bans = bans["bans"].as_array().unwrap();
     assert_eq!(bans.len(), 2, "{bans:?}");
     for ban in bans {
         assert_eq!(ban["reason"], "scraping", "{ban}");
@@ -641,4 +647,159 @@ fn the_admin_page_bans_and_lifts_bans_and_says_when_force_is_needed() {
     let out = site.agent.cli_ok(["ban", "ls", "--json"]);
     assert!(!out.contains("203.0.113.7"), "{out}");
     screenshot(&mut browser, "admin.png");
+}
+
+/// The text of the ban table's page counter.
+const PAGE_INFO: &str = "document.querySelector('#bans .page-info').textContent";
+
+#[test]
+fn the_admin_page_searches_and_pages_a_million_bans() {
+    let site = Site::without_geoip();
+    let list = site.agent.dir().join("million.txt");
+    {
+        use std::io::Write as _;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&list).unwrap());
+        for i in 0..1_000_000u32 {
+            let address = std::net::Ipv4Addr::from(0x6440_0000 + i);
+            if i % 100_000 == 7 {
+                writeln!(file, "{address} ; Scraper wave {}", i / 100_000).unwrap();
+            } else {
+                writeln!(file, "{address}").unwrap();
+            }
+        }
+    }
+    site.agent.cli_ok([
+        "ban",
+        "sync",
+        "--file",
+        list.to_str().unwrap(),
+        "--source",
+        "million",
+    ]);
+
+    let mut browser = site.browser();
+    let started = Instant::now();
+    browser.goto(&site.url("/admin")).unwrap();
+    let info = site.wait(
+        &mut browser,
+        &format!("(() => {{ const t = {PAGE_INFO}; return t.includes('of 1,000,000') && t; }})()"),
+    );
+    println!(
+        "the admin page showed its first page of 1,000,000 bans {:?} after it was asked for",
+        started.elapsed()
+    );
+    assert_eq!(info, "1–100 of 1,000,000");
+    let first_column = format!("{}.slice(0, 3)", texts("#bans tbody td.code"));
+    assert_eq!(
+        strings(&browser.eval(&first_column).unwrap()),
+        ["100.64.0.0/32", "100.64.0.1/32", "100.64.0.2/32"]
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#bans tbody tr').length")
+            .unwrap(),
+        100
+    );
+
+    // Pages forward and back, without counting from the start.
+    let page_shows = |browser: &mut Browser, text: &str| {
+        site.wait(
+            browser,
+            &format!("(() => {{ const t = {PAGE_INFO}; return t === {text:?} && t; }})()"),
+        )
+    };
+    browser
+        .eval("document.querySelector('#bans [data-page=next]').click()")
+        .unwrap();
+    page_shows(&mut browser, "101–200 of 1,000,000");
+    assert_eq!(
+        strings(&browser.eval(&first_column).unwrap())[0],
+        "100.64.0.100/32"
+    );
+    browser
+        .eval("document.querySelector('#bans [data-page=previous]').click()")
+        .unwrap();
+    page_shows(&mut browser, "1–100 of 1,000,000");
+
+    // Searching asks the agent, which filters all million.
+    let search = |fields: &[(&str, &str)]| {
+        let set: String = fields
+            .iter()
+            .map(|(name, value)| format!("f.elements[{name:?}].value = {value:?};"))
+            .collect();
+        format!(
+            "(() => {{ const f = document.getElementById('search-bans'); {set} f.requestSubmit(); }})()"
+        )
+    };
+    browser
+        .eval(&search(&[
+            ("contains", "100.67.4.9"),
+            ("q", ""),
+            ("source", ""),
+        ]))
+        .unwrap();
+    page_shows(&mut browser, "1–1 of 1");
+    assert_eq!(
+        strings(&browser.eval(&texts("#bans tbody td.code")).unwrap()),
+        ["100.67.4.9/32"]
+    );
+    browser
+        .eval(&search(&[
+            ("contains", ""),
+            ("q", "scraper WAVE"),
+            ("source", "million"),
+        ]))
+        .unwrap();
+    page_shows(&mut browser, "1–10 of 10");
+    let reasons = browser
+        .eval("[...document.querySelectorAll('#bans tbody td.clip')].map(td => td.textContent)")
+        .unwrap();
+    assert_eq!(strings(&reasons).len(), 10);
+    assert!(
+        strings(&reasons)
+            .iter()
+            .all(|r| r.starts_with("Scraper wave")),
+        "{reasons}"
+    );
+    screenshot(&mut browser, "admin-million.png");
+}
+
+#[test]
+fn the_dashboard_shows_the_fleet_and_the_host_whose_tables_are_full() {
+    let postgres = tracking_agent::store::postgres::test_server::Dedicated::start();
+    let url = postgres.database("dashboard");
+    let site = Site::start_with(false, Some(&url), &["--fleet-heartbeat", "1s"]);
+    let _small = tests::site::Site::with_options(|o| {
+        o.database(&url)
+            .args(["--fleet-heartbeat", "1s", "--max-bans-v4", "1"])
+    });
+    site.agent
+        .cli_ok(["ban", "add", "198.51.100.1", "198.51.100.2"]);
+
+    let mut browser = site.browser();
+    let rows = site.wait(
+        &mut browser,
+        "(() => { const s = document.getElementById('fleet');
+            const rows = [...s.querySelectorAll('tbody tr')].map(tr => tr.textContent);
+            return !s.hidden && rows.length === 2 && rows.some(r => r.includes('full')) && rows; })()",
+    );
+    let rows = strings(&rows);
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("(this one)") && r.ends_with("ok")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("full (1 not enforced)") && r.contains("1 / ")),
+        "{rows:?}"
+    );
+    let summary = browser
+        .eval("document.querySelector('#fleet .fleet-summary').textContent")
+        .unwrap();
+    assert!(
+        summary.as_str().unwrap().starts_with("This host applied"),
+        "{summary}"
+    );
+    screenshot(&mut browser, "dashboard-fleet.png");
 }

@@ -97,6 +97,103 @@ pub struct SyncReply {
     /// Writing the effects into the kernel tables.
     #[serde(default)]
     pub kernel_ms: u64,
+    /// Whose list this one replaced, when another agent of the fleet synced the source last.
+    #[serde(default)]
+    pub replaced: Option<SyncedByView>,
+}
+
+/// Who synced a source before.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SyncedByView {
+    pub host: String,
+    pub instance: String,
+    pub at: Timestamp,
+    pub entries: u64,
+}
+
+/// Query of `GET /v1/bans`: a page of the records that match every filter given, in network
+/// then source order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanListQuery {
+    /// Only this source's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Only the networks that contain this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    /// Only the records whose reason contains this text, in any case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+    /// Records on the page (default [`BAN_PAGE`], at most [`MAX_BAN_PAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// Records on a page of `GET /v1/bans` unless `limit` says otherwise.
+pub const BAN_PAGE: usize = 100;
+/// The most records one page holds.
+pub const MAX_BAN_PAGE: usize = 10_000;
+
+/// `GET /v1/bans`
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BanList {
+    pub bans: Vec<BanView>,
+    /// Records matching the filters, on all pages.
+    pub total: u64,
+    /// Where the next page starts (`after=`), when there is one.
+    pub next: Option<String>,
+}
+
+/// This host's place in the fleet (`GET /v1/status`), with a shared PostgreSQL store.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// This agent's id in the fleet's records.
+    pub instance: String,
+    /// The last position of the fleet's change log known here.
+    pub head: i64,
+    /// The last position this host applied.
+    pub applied: i64,
+    /// Changes made elsewhere that this host has not applied yet.
+    pub behind: u64,
+    /// Whether it hears the fleet's announcements now (it catches up on its timer otherwise).
+    pub listening: bool,
+    /// The last failure to catch up or reconcile, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// One agent of the fleet, as `GET /v1/fleet` lists them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FleetHost {
+    pub host: String,
+    pub instance: String,
+    pub version: String,
+    pub interfaces: Vec<String>,
+    pub started: Timestamp,
+    /// Its last report.
+    pub heartbeat: Timestamp,
+    pub heartbeat_age_secs: u64,
+    /// The last position of the change log it applied, and how far that is behind the end.
+    pub applied: i64,
+    pub lag: u64,
+    /// Bans its kernel tables hold, and those of the store they cannot.
+    pub bans_enforced: u64,
+    pub left_out: u64,
+    pub capacity_v4: u64,
+    pub capacity_v6: u64,
+    pub listening: bool,
+    pub last_error: Option<String>,
+    /// Its tables cannot hold the store's bans: it enforces a subset (see docs/filter.md).
+    pub full: bool,
+    /// It missed three reports in a row.
+    pub silent: bool,
+    /// It is behind the log at its last report, or its listener is down.
+    pub lagging: bool,
+    /// The agent that answered.
+    pub this: bool,
 }
 
 /// An allowlist entry as listed.
@@ -235,6 +332,9 @@ pub struct StatusView {
     pub store: String,
     pub socket: String,
     pub last_reconcile: Option<Timestamp>,
+    /// With a fleet's shared store only.
+    #[serde(default)]
+    pub fleet: Option<FleetStatus>,
 }
 
 /// Body of every error answer.

@@ -263,7 +263,7 @@ pub async fn write(backlog: Arc<Backlog>, store: Arc<dyn Store>) {
         match store.record_visits(merge(&batch)).await {
             Ok(()) => {
                 last_commit = Some(started);
-                let seq = held.drain(..n).last().map(|w| w.seq).unwrap_or(0);
+                let seq = held.drain(..n).next_back().map(|w| w.seq).unwrap_or(0);
                 backlog.stats.stored.fetch_add(n as u64, Ordering::Relaxed);
                 backlog.after_attempt(&held, true);
                 backlog.stored_seq.send_replace(seq);
@@ -305,7 +305,10 @@ pub async fn write(backlog: Arc<Backlog>, store: Arc<dyn Store>) {
                     rejected.insert(gone.seq);
                 }
                 backlog.stored_seq.send_replace(gone.seq);
-                tracing::error!("the store refused a visit of {}, given up: {e}", gone.visit.ip);
+                tracing::error!(
+                    "the store refused a visit of {}, given up: {e}",
+                    gone.visit.ip
+                );
             }
         }
     }

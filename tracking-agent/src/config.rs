@@ -20,6 +20,7 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/tracking";
 pub const DEFAULT_MAX_BANS_V4: u32 = 1 << 20;
 pub const DEFAULT_MAX_BANS_V6: u32 = 1 << 17;
 pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(60);
+pub const DEFAULT_FLEET_HEARTBEAT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REAP: Duration = Duration::from_secs(5);
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_TRACKING_TIMEOUT: Duration = Duration::from_secs(600);
@@ -72,6 +73,11 @@ pub struct RunArgs {
     /// dropping at the expiry itself [default: 5s]
     #[arg(long, env = "TRACKING_REAP_INTERVAL", value_name = "DURATION", value_parser = duration)]
     pub reap_interval: Option<Duration>,
+    /// With a fleet's PostgreSQL store: how often this agent records how it is doing (for
+    /// `tracking fleet`) and checks that it has every change; three missed reports mark it
+    /// silent [default: 5s]
+    #[arg(long, env = "TRACKING_FLEET_HEARTBEAT", value_name = "DURATION", value_parser = duration)]
+    pub fleet_heartbeat: Option<Duration>,
     /// Monitor mode: count what bans match, drop nothing [default: off]
     #[arg(long, env = "TRACKING_MONITOR", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub monitor: Option<bool>,
@@ -208,6 +214,8 @@ pub struct FileConfig {
     pub reconcile_interval: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub reap_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub fleet_heartbeat: Option<Duration>,
     pub monitor: Option<bool>,
     pub log_matches: Option<bool>,
     pub http: Option<String>,
@@ -260,8 +268,10 @@ fn token(
         ))),
         (value, None) => secret(name, value),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             secret(&format!("{name}-file {}", path.display()), Some(text))
         }
     }
@@ -297,12 +307,17 @@ impl Database {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             // Checked here so that a typo is a configuration error at start, not a failure to
             // connect later.
-            if let Err(e) = s.parse::<tokio_postgres::Config>() {
+            let shown = crate::store::postgres::redacted(s);
+            let (plain, tls) = crate::store::postgres::tls::split(s)
+                .map_err(|e| ConfigError::Invalid(format!("database: {shown}: {e}")))?;
+            if let Err(e) = plain.parse::<tokio_postgres::Config>() {
                 return Err(ConfigError::Invalid(format!(
-                    "database: {} is not a valid PostgreSQL URL: {e}",
-                    crate::store::postgres::redacted(s)
+                    "database: {shown} is not a valid PostgreSQL URL: {e}"
                 )));
             }
+            // A missing or unreadable CA file is a configuration error too.
+            tls.connector()
+                .map_err(|e| ConfigError::Invalid(format!("database: {shown}: {e}")))?;
             return Ok(Database::Postgres(s.to_owned()));
         }
         if s.is_empty() {
@@ -349,6 +364,7 @@ pub struct AgentConfig {
     pub max_bans_v6: u32,
     pub reconcile_interval: Duration,
     pub reap_interval: Duration,
+    pub fleet_heartbeat: Duration,
     pub monitor: bool,
     pub log_matches: bool,
     /// `None` when the HTTP listener is off.
@@ -417,6 +433,24 @@ impl AgentConfig {
             }
             None => FileConfig::default(),
         };
+        Self::merge(args, file, default_iface)
+    }
+
+    /// The text of a configuration file, read as [`AgentConfig::resolve`] reads it; `path` is
+    /// for the messages.
+    pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// [`AgentConfig::resolve`] with the file already read.
+    pub fn merge(
+        args: RunArgs,
+        file: FileConfig,
+        default_iface: impl FnOnce() -> Option<String>,
+    ) -> Result<AgentConfig, ConfigError> {
         let ifaces = if !args.ifaces.is_empty() {
             args.ifaces
         } else if let Some(i) = file.iface.filter(|i| !i.is_empty()) {
@@ -469,6 +503,10 @@ impl AgentConfig {
                 .reap_interval
                 .or(file.reap_interval)
                 .unwrap_or(DEFAULT_REAP),
+            fleet_heartbeat: args
+                .fleet_heartbeat
+                .or(file.fleet_heartbeat)
+                .unwrap_or(DEFAULT_FLEET_HEARTBEAT),
             monitor: args.monitor.or(file.monitor).unwrap_or(false),
             log_matches: args.log_matches.or(file.log_matches).unwrap_or(false),
             http: parse_http(
@@ -566,6 +604,18 @@ impl AgentConfig {
                 crate::time::format_duration(config.tracking_timeout)
             )));
         }
+        for (name, every) in [
+            ("reconcile-interval", config.reconcile_interval),
+            ("reap-interval", config.reap_interval),
+            ("fleet-heartbeat", config.fleet_heartbeat),
+        ] {
+            if every < std::time::Duration::from_millis(100) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least 100ms, not {}",
+                    crate::time::format_duration(every)
+                )));
+            }
+        }
         if config.max_bans_v4 == 0 || config.max_bans_v6 == 0 {
             return Err(ConfigError::Invalid(
                 "max-bans-v4 and max-bans-v6 must be at least 1".into(),
@@ -596,10 +646,7 @@ impl AgentConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        Self::parse_file(path, &text)
     }
 }
 

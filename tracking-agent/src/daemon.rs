@@ -110,6 +110,7 @@ pub async fn run(
     }
     let store = open_store(&config.database).await?;
     tracing::info!("store: {}", store.describe());
+    private_state_dir(&config);
     let Listeners {
         control: socket,
         http,
@@ -202,20 +203,33 @@ pub async fn run(
         },
     ));
     if let Some(mut changes) = store.ban_changes() {
+        // A change anywhere in the fleet (or the listener back after a loss): apply the
+        // changes after the last one applied.
         let engine = engine.clone();
         tasks.spawn(async move {
             while changes.changed().await.is_ok() {
-                match engine.reconcile().await {
-                    Ok(a) => tracing::info!(
-                        "bans changed by another agent: {} added, {} updated, {} removed",
-                        a.added,
-                        a.updated,
-                        a.removed
+                match engine.catch_up().await {
+                    Ok(c) if c.changes > 0 => tracing::debug!(
+                        "applied {} change{} of the fleet{}",
+                        c.changes,
+                        if c.changes == 1 { "" } else { "s" },
+                        if c.reconciled.is_some() {
+                            ", reconciling whole"
+                        } else {
+                            ""
+                        }
                     ),
-                    Err(err) => tracing::error!("reconcile after a change elsewhere failed: {err}"),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::error!("catching up with the fleet's changes failed: {err}")
+                    }
                 }
             }
         });
+    }
+    if store.instance().is_some() {
+        let every = config.fleet_heartbeat;
+        tasks.spawn(every_heartbeat(engine.clone(), every));
     }
     if let Some(logger) = engine.take_logger() {
         tasks.spawn(forward_program_logs(logger));
@@ -254,6 +268,47 @@ pub async fn run(
         "stopped; the filter keeps dropping from its pins (`tracking agent detach` removes it)"
     );
     Ok(())
+}
+
+/// Makes the default state directory (database, tokens) the agent's alone, as an earlier
+/// version may have left it readable by all. A directory given with `--database` is the
+/// operator's to set; the store warns when it is open to others.
+fn private_state_dir(config: &AgentConfig) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = config.state_dir();
+    let default = std::path::Path::new(crate::config::DEFAULT_DATABASE)
+        .parent()
+        .is_some_and(|d| d == dir);
+    if default
+        && let Ok(meta) = std::fs::metadata(&dir)
+        && meta.permissions().mode() & 0o077 != 0
+        && let Err(e) = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+    {
+        tracing::warn!("cannot make {} private: {e}", dir.display());
+    }
+}
+
+/// Reports this host to the fleet every `every`, saying once when reports start failing and
+/// once when they work again.
+async fn every_heartbeat(engine: Arc<Engine>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticks.tick().await;
+        match engine.heartbeat(every).await {
+            Ok(()) if failing => {
+                tracing::info!("reporting to the fleet again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(err) if !failing => {
+                tracing::warn!("cannot report to the fleet: {err}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Calls `f` every `period`, skipping missed ticks.
@@ -300,7 +355,9 @@ pub async fn shutdown_signal() {
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        tracing::error!("cannot install the SIGTERM and SIGINT handlers; stop the agent with SIGKILL");
+        tracing::error!(
+            "cannot install the SIGTERM and SIGINT handlers; stop the agent with SIGKILL"
+        );
         return std::future::pending().await;
     };
     tokio::select! {

@@ -4,8 +4,10 @@
 //! expired records (the kernel already stopped honouring them at their expiry).
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
     time::Instant,
 };
 
@@ -13,15 +15,16 @@ use ipnet::IpNet;
 
 use crate::{
     api::{
-        AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanView, CounterView,
-        RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView,
-        SyncReply, TableView, TopBan,
+        AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BAN_PAGE, BanList,
+        BanListQuery, BanView, CounterView, FleetStatus, MAX_BAN_PAGE, RemoveAllows,
+        RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView, SyncReply,
+        SyncedByView, TableView, TopBan,
     },
     ban::{self, Allow, Ban, Effect, Effective, ListEntry, SOURCE_CLI},
     blocklist,
     config::AgentConfig,
     kernel::{Applied, Attachment, KernelError, Program, Tables, tables::within_capacity},
-    store::{Admission, Store, StoreError},
+    store::{Admission, BanQuery, Logged, Position, Store, StoreError},
     time::{self, Timestamp},
 };
 use tracking_common::stats::Verdict;
@@ -30,6 +33,8 @@ use tracking_common::stats::Verdict;
 const MAX_WARNINGS: usize = 100;
 /// Bans shown by `stats` as the top matches.
 const TOP_BANS: usize = 10;
+/// Entries of the fleet's change log read at a time when catching up.
+const CATCH_UP_BATCH: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -104,9 +109,28 @@ pub struct Engine {
     attachments: Vec<Attachment>,
     config: AgentConfig,
     started: Instant,
+    started_at: Timestamp,
     last_reconcile: Mutex<Option<Timestamp>>,
     /// IPv4 and IPv6 bans of the store that the tables cannot hold, as of the last reconcile.
     left_out: Mutex<(usize, usize)>,
+    /// The last position of the fleet's change log whose changes the tables hold.
+    applied: AtomicI64,
+    /// The last position of the log known to exist (read from the store).
+    head: AtomicI64,
+    /// The highest position the fleet announced (see [`Store::ban_changes`]).
+    announced: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Why the last reconcile or catch-up failed, until one succeeds.
+    last_error: Mutex<Option<String>>,
+}
+
+/// What one catch-up with the fleet's log did.
+#[derive(Debug, Default)]
+pub struct CaughtUp {
+    /// Changes applied from the log.
+    pub changes: usize,
+    /// Set when it had to reconcile whole (a gap in the log, a bulk change, tables too
+    /// small for the store), with what that did.
+    pub reconciled: Option<Applied>,
 }
 
 impl Engine {
@@ -138,9 +162,15 @@ impl Engine {
             attachments: Vec::new(),
             config,
             started: Instant::now(),
+            started_at: Timestamp::now(),
             last_reconcile: Mutex::new(None),
             left_out: Mutex::new((0, 0)),
+            applied: AtomicI64::new(0),
+            head: AtomicI64::new(0),
+            announced: None,
+            last_error: Mutex::new(None),
         };
+        engine.announced = engine.store.ban_changes();
         let applied = engine.reconcile().await?;
         tracing::info!(
             "maps in line with the store: {} added, {} updated, {} removed",
@@ -255,15 +285,16 @@ impl Engine {
                 expires,
             })
             .collect();
-        let effects = self.store.add_bans(bans.clone(), now).await?;
+        let effects = self.store.add_bans(bans, now).await?;
         self.apply(&effects)?;
+        self.catch_up_after_own(None).await;
         drop(_w);
         // Show the records as stored (an update keeps its creation time).
-        let stored = self.store.list_bans().await?;
-        let wanted: HashSet<(IpNet, &str)> = nets.iter().map(|n| (*n, source.as_str())).collect();
-        let bans = stored
+        let bans = self
+            .store
+            .bans_of(nets, source)
+            .await?
             .iter()
-            .filter(|b| wanted.contains(&(b.network, b.source.as_str())))
             .map(|b| self.view(b, now))
             .collect();
         cap(&mut warnings);
@@ -278,8 +309,9 @@ impl Engine {
         let _w = self.writer.lock().await;
         let (removed, effects) = self.store.remove_bans(nets.clone(), source, now).await?;
         self.apply(&effects)?;
+        self.catch_up_after_own(None).await;
         drop(_w);
-        let gone: HashSet<IpNet> = removed.iter().map(|b| b.network).collect();
+        let gone: std::collections::HashSet<IpNet> = removed.iter().map(|b| b.network).collect();
         let not_found = nets
             .iter()
             .filter(|n| !gone.contains(n))
@@ -289,28 +321,70 @@ impl Engine {
         Ok(RemoveBansReply { removed, not_found })
     }
 
-    /// Ban records, optionally of one source, with their hit counts.
-    pub async fn list_bans(&self, source: Option<&str>) -> Result<Vec<BanView>> {
+    /// A page of ban records matching the query, with their hit counts.
+    pub async fn list_bans(&self, query: BanListQuery) -> Result<BanList> {
         let now = Timestamp::now();
-        let bans = self.store.list_bans().await?;
-        let p = self.program.lock().expect("program lock");
-        Ok(bans
-            .iter()
-            .filter(|b| source.is_none_or(|s| b.source == s))
-            .map(|b| {
-                let kernel = p.maps.get(&b.network);
-                BanView {
-                    network: b.network.to_string(),
-                    source: b.source.clone(),
-                    reason: b.reason.clone(),
-                    created: b.created,
-                    expires: b.expires,
-                    expires_in_secs: b.expires.map(|e| e.remaining(now).as_secs()),
-                    hits: kernel.map_or(0, |k| k.hits),
-                    enforced: kernel.is_some_and(|k| k.enforced),
-                }
+        let limit = match query.limit {
+            None => BAN_PAGE,
+            Some(n @ 1..=MAX_BAN_PAGE) => n,
+            Some(n) => {
+                return Err(EngineError::bad(
+                    format!("limit must be 1 to {MAX_BAN_PAGE}, not {n}"),
+                    vec![],
+                ));
+            }
+        };
+        let source = query.source.map(|s| validate_source(&s)).transpose()?;
+        let contains = query
+            .contains
+            .map(|a| {
+                a.trim().parse::<std::net::IpAddr>().map_err(|_| {
+                    EngineError::bad(format!("contains: `{a}` is not an IP address"), vec![])
+                })
             })
-            .collect())
+            .transpose()?;
+        let text = query.q.filter(|q| !q.is_empty());
+        if let Some(t) = &text {
+            check_text("q", t)?;
+        }
+        let after = query.after.map(|a| parse_cursor(&a)).transpose()?;
+        let page = self
+            .store
+            .query_bans(BanQuery {
+                source,
+                contains,
+                text,
+                after,
+                limit,
+            })
+            .await?;
+        let next = (page.bans.len() == limit)
+            .then(|| page.bans.last().map(cursor))
+            .flatten();
+        let bans = {
+            let p = self.program.lock().expect("program lock");
+            page.bans
+                .iter()
+                .map(|b| {
+                    let kernel = p.maps.get(&b.network);
+                    BanView {
+                        network: b.network.to_string(),
+                        source: b.source.clone(),
+                        reason: b.reason.clone(),
+                        created: b.created,
+                        expires: b.expires,
+                        expires_in_secs: b.expires.map(|e| e.remaining(now).as_secs()),
+                        hits: kernel.map_or(0, |k| k.hits),
+                        enforced: kernel.is_some_and(|k| k.enforced),
+                    }
+                })
+                .collect()
+        };
+        Ok(BanList {
+            bans,
+            total: page.total,
+            next,
+        })
     }
 
     /// Makes the bans of `source` exactly the networks of `list`.
@@ -368,6 +442,9 @@ impl Engine {
         let applied = Instant::now();
         self.apply(&report.effects)?;
         let kernel_ms = applied.elapsed().as_millis() as u64;
+        self.catch_up_after_own(report.bulk_at.map(|at| (at, &report.effects[..])))
+            .await;
+        drop(_w);
         Ok(SyncReply {
             source,
             added: report.added,
@@ -380,6 +457,12 @@ impl Engine {
             parse_ms,
             store_ms,
             kernel_ms,
+            replaced: report.replaced.map(|r| SyncedByView {
+                host: r.host,
+                instance: r.instance,
+                at: r.at,
+                entries: r.entries,
+            }),
         })
     }
 
@@ -425,7 +508,9 @@ impl Engine {
         self.store.add_allows(allows).await?;
         let all = self.store.list_allows().await?;
         self.set_allowlist(&all)?;
-        let wanted: HashSet<IpNet> = nets.into_iter().collect();
+        self.catch_up_after_own(None).await;
+        drop(_w);
+        let wanted: std::collections::HashSet<IpNet> = nets.into_iter().collect();
         cap(&mut warnings);
         Ok(AddAllowsReply {
             added: all
@@ -443,7 +528,9 @@ impl Engine {
         let removed = self.store.remove_allows(nets.clone()).await?;
         let all = self.store.list_allows().await?;
         self.set_allowlist(&all)?;
-        let gone: HashSet<IpNet> = removed.iter().map(|a| a.network).collect();
+        self.catch_up_after_own(None).await;
+        drop(_w);
+        let gone: std::collections::HashSet<IpNet> = removed.iter().map(|a| a.network).collect();
         Ok(RemoveAllowsReply {
             removed: removed.iter().map(allow_view).collect(),
             not_found: nets
@@ -464,7 +551,17 @@ impl Engine {
     /// store no longer has are removed, the allowlist is replaced.
     pub async fn reconcile(&self) -> Result<Applied> {
         let _w = self.writer.lock().await;
+        let result = self.reconcile_locked().await;
+        self.note(&result);
+        result
+    }
+
+    /// [`Engine::reconcile`], the writer lock held.
+    async fn reconcile_locked(&self) -> Result<Applied> {
         let now = Timestamp::now();
+        // The end of the log before the snapshot: whatever commits after it is in the log
+        // after this position, and replaying it over the snapshot ends where the store does.
+        let head = self.store.head().await?;
         let want = self.store.effective_bans(now).await?;
         let allows = self.store.list_allows().await?;
         self.set_allowlist(&allows)?;
@@ -488,7 +585,200 @@ impl Engine {
         }
         *self.left_out.lock().expect("lock") = left_out;
         *self.last_reconcile.lock().expect("lock") = Some(now);
+        self.applied.store(head, Ordering::Release);
+        self.head.fetch_max(head, Ordering::AcqRel);
         Ok(applied)
+    }
+
+    /// Applies the changes the fleet made since the last position applied, in the order they
+    /// were made; reconciles whole where the log cannot say what changed.
+    pub async fn catch_up(&self) -> Result<CaughtUp> {
+        let _w = self.writer.lock().await;
+        let result = self.catch_up_locked(None).await;
+        self.note(&result);
+        result
+    }
+
+    /// After a change of this agent's own, already applied: applies whatever else the log
+    /// holds up to it (and the change itself again, harmlessly, so that the last word on
+    /// each network is the log's). A failure leaves the change made; the next notification
+    /// or heartbeat catches up.
+    async fn catch_up_after_own(&self, own_bulk: Option<(Position, &[Effect])>) {
+        if self.store.instance().is_none() {
+            return;
+        }
+        let result = self.catch_up_locked(own_bulk).await;
+        if let Err(e) = &result {
+            tracing::warn!("catching up with the fleet after a change failed: {e}");
+        }
+        self.note(&result);
+    }
+
+    /// [`Engine::catch_up`], the writer lock held. `own_bulk` is a bulk change this agent
+    /// just made and applied, with its effects.
+    async fn catch_up_locked(&self, own_bulk: Option<(Position, &[Effect])>) -> Result<CaughtUp> {
+        let mut caught = CaughtUp::default();
+        'log: loop {
+            let since = self.applied.load(Ordering::Acquire);
+            let log = self.store.changes_since(since, CATCH_UP_BATCH).await?;
+            if !log.complete {
+                tracing::info!(
+                    "the fleet's change log no longer holds the changes after {since}: reconciling"
+                );
+                caught.reconciled = Some(self.reconcile_locked().await?);
+                continue;
+            }
+            let Some(&(last, _)) = log.entries.last() else {
+                return Ok(caught);
+            };
+            self.head.fetch_max(last, Ordering::AcqRel);
+            let mut bans: Vec<Effect> = Vec::new();
+            for (position, logged) in log.entries {
+                caught.changes += 1;
+                match logged {
+                    Logged::Ban(effect) => bans.push(effect),
+                    Logged::Allowlist => {
+                        if !self.apply_logged(&mut bans)? {
+                            caught.reconciled = Some(self.reconcile_locked().await?);
+                            continue 'log;
+                        }
+                        let allows = self.store.list_allows().await?;
+                        self.set_allowlist(&allows)?;
+                    }
+                    Logged::Bulk => match own_bulk {
+                        Some((at, effects)) if at == position => {
+                            bans.extend_from_slice(effects);
+                        }
+                        _ => {
+                            caught.reconciled = Some(self.reconcile_locked().await?);
+                            continue 'log;
+                        }
+                    },
+                }
+            }
+            if !self.apply_logged(&mut bans)? {
+                caught.reconciled = Some(self.reconcile_locked().await?);
+                continue;
+            }
+            self.applied.store(last, Ordering::Release);
+        }
+    }
+
+    /// Applies effects read from the log; false when only a whole reconcile can place them
+    /// (the tables cannot hold the store, so which bans they enforce depends on all of them).
+    fn apply_logged(&self, effects: &mut Vec<Effect>) -> Result<bool> {
+        if *self.left_out.lock().expect("lock") != (0, 0) {
+            return Ok(false);
+        }
+        match self.apply(effects) {
+            Ok(_) => {
+                effects.clear();
+                Ok(true)
+            }
+            Err(EngineError::Refused(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remembers whether the last reconcile or catch-up failed, for status and the fleet.
+    fn note<T>(&self, result: &Result<T>) {
+        *self.last_error.lock().expect("lock") = result.as_ref().err().map(|e| e.to_string());
+    }
+
+    /// Where this host stands in the fleet, with a shared store.
+    pub fn fleet_status(&self) -> Option<FleetStatus> {
+        let instance = self.store.instance()?.to_owned();
+        let announced = self.announced.as_ref().map_or(0, |a| *a.borrow() as i64);
+        let head = self.head.load(Ordering::Acquire).max(announced);
+        let applied = self.applied.load(Ordering::Acquire);
+        Some(FleetStatus {
+            instance,
+            head,
+            applied,
+            behind: head.saturating_sub(applied).max(0) as u64,
+            listening: self.store.listening(),
+            last_error: self.last_error.lock().expect("lock").clone(),
+        })
+    }
+
+    /// Reads the end of the fleet's log, catches up if this host is behind it (a notification
+    /// lost with a connection), and records how this host is doing.
+    pub async fn heartbeat(&self, every: std::time::Duration) -> Result<()> {
+        let Some(instance) = self.store.instance().map(str::to_owned) else {
+            return Ok(());
+        };
+        let head = self.store.head().await?;
+        self.head.fetch_max(head, Ordering::AcqRel);
+        if head > self.applied.load(Ordering::Acquire) {
+            let caught = self.catch_up().await?;
+            if caught.changes > 0 {
+                tracing::info!(
+                    "caught up with {} change{} of the fleet on the heartbeat",
+                    caught.changes,
+                    plural(caught.changes)
+                );
+            }
+        }
+        let status = self.status();
+        let fleet = status.fleet.clone().unwrap_or_default();
+        let report = crate::store::HostReport {
+            instance,
+            host: crate::store::host_name(),
+            version: status.version,
+            interfaces: status.interfaces.iter().map(|a| a.iface.clone()).collect(),
+            started: self.started_at,
+            heartbeat: Timestamp::now(),
+            heartbeat_every_ms: every.as_millis() as u64,
+            applied: fleet.applied,
+            bans_held: (status.bans_v4.used + status.bans_v6.used) as u64,
+            left_out: (status.bans_v4.left_out + status.bans_v6.left_out) as u64,
+            capacity_v4: status.bans_v4.capacity as u64,
+            capacity_v6: status.bans_v6.capacity as u64,
+            listening: fleet.listening,
+            last_error: fleet.last_error,
+        };
+        self.store.report_host(report).await?;
+        Ok(())
+    }
+
+    /// Every agent of the fleet, as they last reported.
+    pub async fn fleet(&self) -> Result<Vec<crate::api::FleetHost>> {
+        let head = self.store.head().await?;
+        let hosts = self.store.hosts().await?;
+        let now = Timestamp::now();
+        let this = self.store.instance();
+        Ok(hosts
+            .into_iter()
+            .map(|h| {
+                let age = now
+                    .as_millis()
+                    .saturating_sub(h.heartbeat.as_millis())
+                    .max(0) as u64;
+                let lag = head.saturating_sub(h.applied).max(0) as u64;
+                let silent = age > 3 * h.heartbeat_every_ms.max(1);
+                crate::api::FleetHost {
+                    this: this == Some(h.instance.as_str()),
+                    full: h.left_out > 0,
+                    lagging: !silent && (lag > 0 || !h.listening),
+                    silent,
+                    heartbeat_age_secs: age / 1000,
+                    lag,
+                    host: h.host,
+                    instance: h.instance,
+                    version: h.version,
+                    interfaces: h.interfaces,
+                    started: h.started,
+                    heartbeat: h.heartbeat,
+                    applied: h.applied,
+                    bans_enforced: h.bans_held,
+                    left_out: h.left_out,
+                    capacity_v4: h.capacity_v4,
+                    capacity_v6: h.capacity_v6,
+                    listening: h.listening,
+                    last_error: h.last_error,
+                }
+            })
+            .collect())
     }
 
     /// Deletes expired records from the store and their networks from the maps.
@@ -496,6 +786,7 @@ impl Engine {
         let _w = self.writer.lock().await;
         let effects = self.store.remove_expired(Timestamp::now()).await?;
         let applied = self.apply(&effects)?;
+        self.catch_up_after_own(None).await;
         Ok(applied.removed)
     }
 
@@ -567,8 +858,21 @@ impl Engine {
             store: self.store.describe(),
             socket: self.config.socket.display().to_string(),
             last_reconcile: *self.last_reconcile.lock().expect("lock"),
+            fleet: self.fleet_status(),
         }
     }
+}
+
+/// Where the page after `ban` starts: `<network>,<source>` (sources have no comma).
+fn cursor(ban: &Ban) -> String {
+    format!("{},{}", ban.network, ban.source)
+}
+
+fn parse_cursor(text: &str) -> Result<(IpNet, String)> {
+    let bad = || EngineError::bad(format!("after: `{text}` is not a page's `next`"), vec![]);
+    let (network, source) = text.split_once(',').ok_or_else(bad)?;
+    let network: IpNet = network.parse().map_err(|_| bad())?;
+    Ok((network, validate_source(source).map_err(|_| bad())?))
 }
 
 fn allow_view(a: &Allow) -> AllowView {
@@ -587,7 +891,7 @@ fn parse_networks(items: &[String]) -> Result<(Vec<IpNet>, Vec<String>)> {
     let mut nets = Vec::with_capacity(items.len());
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     for item in items {
         match ban::parse_network(item) {
             Ok((net, how)) => {

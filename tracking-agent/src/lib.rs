@@ -1,11 +1,13 @@
 //! The `tracking` agent and CLI.
 //!
 //! - [`config`]: settings of `tracking agent run` (file, environment, flags).
-//! - [`daemon`]: `tracking agent run`: store, engine, control socket, periodic tasks.
+//! - [`daemon`]: `tracking agent run`: store, engine, tracker, the listeners it is given,
+//!   periodic tasks, until the shutdown it is given.
 //! - [`engine`]: every change, store first and kernel second; reconcile and reaper.
 //! - [`kernel`]: the XDP program: loading, pins, attachment, the maps it reads.
 //! - [`store`]: the [`store::Store`] trait and its backends, the source of truth.
-//! - [`control`]: the HTTP+JSON control API on a Unix socket; [`api`] its bodies.
+//! - [`control`]: the HTTP+JSON API on the control socket and the HTTP listener, served
+//!   within limits (`control::serve`), with sessions for the pages; [`api`] its bodies.
 //! - [`cli`]: the `tracking` command line and its client of the control API.
 //! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps; `radix`: the sort
 //!   that orders a million listed networks.

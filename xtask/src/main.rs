@@ -6,11 +6,13 @@
 //! - [`run`]: builds the agent and runs it on the interface of the default route.
 //! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
 //! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
+//! - [`fuzz`]: the agent's parsers under libFuzzer, briefly in the suite, longer on demand.
 //! - [`route`]: finds the interface of the default route.
 //! - [`process`]: how child processes are found, started and reported.
 
 mod bench;
 mod build;
+mod fuzz;
 mod process;
 mod route;
 mod run;
@@ -47,6 +49,15 @@ enum Command {
         /// Extra arguments for `cargo test`, after `--`.
         #[arg(last = true)]
         cargo_args: Vec<String>,
+    },
+    /// Fuzz the agent's parsers (all targets by default) with libFuzzer, from their checked-in
+    /// corpora.
+    Fuzz {
+        /// Targets to run: hook_visit, hook_batch, blocklist, config, times.
+        targets: Vec<String>,
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
     },
     /// Run the benchmarks (all by default) on release builds, as root, and write the results
     /// to docs/benchmarks.md.
@@ -91,6 +102,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { agent_args } => run::run(agent_args),
         Command::Test { cargo_args } => test::run(cargo_args),
         Command::Bench { names, quick, out } => bench::run(names, quick, out),
+        Command::Fuzz { targets, seconds } => {
+            setup::run()?;
+            fuzz::run(&targets, seconds)
+        }
     }
 }
 

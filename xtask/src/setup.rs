@@ -2,7 +2,8 @@
 //! so running it twice does nothing the second time.
 //!
 //! What the build needs: nightly with `rust-src` (the XDP program is built with
-//! `-Z build-std=core`), and bpf-linker, which links against LLVM 22. What the test suite needs:
+//! `-Z build-std=core`), and bpf-linker, which links against LLVM 22; cargo-fuzz for the fuzz
+//! targets. What the test suite needs:
 //! `ip` and `nsenter` for network namespaces, bpftool to inspect programs, a PostgreSQL server
 //! and chromium for the tests that use them; wrk for the benchmarks.
 
@@ -29,6 +30,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "postgresql",
         "the PostgreSQL store's tests start a throwaway server",
     ),
+    (
+        "openssl",
+        "the PostgreSQL TLS tests make a CA and a server certificate",
+    ),
     ("chromium", "the admin and map pages' browser tests"),
     ("wrk", "the hook benchmark's HTTP load generator"),
     (
@@ -54,6 +59,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_components()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     println!("setup: everything is in place");
     Ok(())
 }
@@ -210,6 +216,16 @@ fn bpf_linker() -> anyhow::Result<()> {
     probe(command("bpf-linker").arg("--version"))
         .map(|version| println!("  installed {}", version.trim()))
         .context("bpf-linker was installed but does not run")
+}
+
+/// `cargo fuzz`, which builds and runs the agent's fuzz targets (`cargo xtask fuzz`).
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if let Some(version) = probe(cargo().args(["fuzz", "--version"])) {
+        found(version.trim());
+        return Ok(());
+    }
+    missing("cargo-fuzz (runs the fuzz targets); building it takes a minute or two");
+    execute(cargo().args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// `PATH` with LLVM 22's tools in front, so that llvm-sys finds `llvm-config` of LLVM 22.

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup,
-//! clippy, a build of the agent, and every test of the workspace as root.
+//! clippy, a build of the agent, every test of the workspace as root, and each fuzz target for
+//! a few seconds.
 //!
 //! The suite attaches XDP programs, creates network namespaces and pins maps in bpffs, so it
 //! needs root; without root it stops and says so instead of skipping those tests.
@@ -9,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build,
+    build, fuzz,
     process::{self, cargo, execute},
     setup,
 };
@@ -50,7 +51,12 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     test.args(&cargo_args)
         .env("TRACKING_TEST_ROOT", "1")
         .env("TRACKING_BIN", Path::new(&agent));
-    execute(&mut test).context("tests failed")
+    execute(&mut test).context("tests failed")?;
+    // A run that chose its own tests is someone looking at those; the whole suite fuzzes too.
+    if cargo_args.is_empty() {
+        fuzz::run(&[], fuzz::SUITE_SECONDS).context("fuzzing found a problem")?;
+    }
+    Ok(())
 }
 
 /// Whether the extra arguments choose packages themselves, which `--workspace` would override.

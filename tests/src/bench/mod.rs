@@ -12,12 +12,15 @@
 //! - [`hook`]: visits a second through the HTTP hook, SQLite and PostgreSQL, against an HTTP floor.
 //! - [`active`]: active counts from memory at the server, against COUNT queries on each store.
 //! - [`memory`]: kernel memory of the maps, and the agent's peak RSS under the hook's load.
+//! - [`fleet`]: a change on one agent of a fleet enforced on the others, timed by the kernel's
+//!   receive timestamps of a [`stream`], with 0 to 1,000,000 bans stored.
 //! - [`site`] and [`wrk`]: the agent or the floor in a namespace, and the load generator;
 //!   [`cpu`]: who used the cores meanwhile.
 
 pub mod active;
 pub mod cpu;
 pub mod firewall;
+pub mod fleet;
 pub mod flood;
 pub mod hook;
 pub mod lists;
@@ -27,6 +30,7 @@ pub mod packet;
 pub mod release;
 pub mod report;
 pub mod site;
+pub mod stream;
 pub mod wrk;
 
 pub use report::{Report, Row, machine};

@@ -234,6 +234,27 @@ impl Drop for Floor {
     }
 }
 
+impl Site {
+    /// Opens `slow` connections that have sent part of a request head and `idle` ones that
+    /// have sent nothing; they stay open (as far as the client is concerned) until the
+    /// returned value is dropped.
+    pub fn abuse(&self, slow: usize, idle: usize) -> anyhow::Result<Vec<TcpStream>> {
+        crate::raise_open_files();
+        let http = self.http;
+        self.netns.run(|| {
+            let mut held = Vec::with_capacity(slow + idle);
+            for i in 0..slow + idle {
+                let mut stream = TcpStream::connect(http)?;
+                if i < slow {
+                    stream.write_all(b"POST /v1/visits HTTP/1.1\r\nHost: x\r\n")?;
+                }
+                held.push(stream);
+            }
+            Ok(held)
+        })
+    }
+}
+
 /// An HTTP/1.1 connection kept open across requests, for measuring many small ones.
 pub struct KeepAlive {
     reader: BufReader<TcpStream>,

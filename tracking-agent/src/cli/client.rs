@@ -9,8 +9,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::api::{
-    AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanView, ErrorBody, RemoveAllows,
-    RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView, SyncQuery, SyncReply,
+    AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanList, BanListQuery, ErrorBody,
+    FleetHost, RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView,
+    SyncQuery, SyncReply,
 };
 use crate::control::routes::{AddUaRules, RemoveUaReply, RemoveUaRules};
 use crate::tracker::VisitorView;
@@ -118,11 +119,14 @@ impl Client {
         self.get("/v1/stats").await
     }
 
-    pub async fn list_bans(&self, source: Option<&str>) -> Result<Vec<BanView>, ClientError> {
-        match source {
-            Some(s) => self.get(&format!("/v1/bans?source={}", encode(s))).await,
-            None => self.get("/v1/bans").await,
-        }
+    /// One page of bans.
+    pub async fn list_bans(&self, query: &BanListQuery) -> Result<BanList, ClientError> {
+        let query = serde_urlencoded::to_string(query).expect("a query serialises");
+        self.get(&format!("/v1/bans?{query}")).await
+    }
+
+    pub async fn fleet(&self) -> Result<Vec<FleetHost>, ClientError> {
+        self.get("/v1/fleet").await
     }
 
     pub async fn add_bans(&self, req: &AddBans) -> Result<AddBansReply, ClientError> {

@@ -11,7 +11,10 @@ use std::{io::Read as _, path::PathBuf};
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    api::{AddAllows, AddBans, RemoveAllows, RemoveBans, SyncQuery},
+    api::{
+        AddAllows, AddBans, BanList, BanListQuery, MAX_BAN_PAGE, RemoveAllows, RemoveBans,
+        SyncQuery,
+    },
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, RunArgs},
     control::routes::{AddUaRules, RemoveUaRules},
     time::{Timestamp, parse_duration},
@@ -58,6 +61,8 @@ pub enum Command {
     Stats(JsonFlag),
     /// Interfaces, attach mode, map usage, pins and store of the running agent
     Status(JsonFlag),
+    /// The agents sharing this agent's PostgreSQL store: who lags, is full or went silent
+    Fleet(JsonFlag),
     /// The benchmarks' floor: an HTTP server that answers the visit hook and does nothing else
     #[command(hide = true)]
     BenchFloor {
@@ -110,11 +115,23 @@ pub enum BanCommand {
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
     },
-    /// List bans with their hit counts and time left
+    /// List bans with their hit counts and time left, in network order
     Ls {
         /// Only the bans of this source
         #[arg(long, value_name = "NAME")]
         source: Option<String>,
+        /// Only the networks that contain this address
+        #[arg(long, value_name = "ADDR")]
+        contains: Option<String>,
+        /// Only the bans whose reason contains this text (in any case)
+        #[arg(long, value_name = "TEXT")]
+        search: Option<String>,
+        /// At most this many (one page; the last line says where the next starts) [default: all]
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Start after this ban (the `next` of the previous page)
+        #[arg(long, value_name = "NEXT")]
+        after: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -129,6 +146,8 @@ pub enum BanCommand {
         /// Accept 0.0.0.0/0, ::/0 and networks overlapping the allowlist
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
     },
 }
 
@@ -235,14 +254,38 @@ pub async fn run(
             let reply = client.remove_bans(&RemoveBans { networks, source }).await?;
             print(out, output::removed_bans(&reply));
         }
-        Command::Ban(BanCommand::Ls { source, json }) => {
-            let bans = client.list_bans(source.as_deref()).await?;
+        Command::Ban(BanCommand::Ls {
+            source,
+            contains,
+            search,
+            limit,
+            after,
+            json,
+        }) => {
+            let mut query = BanListQuery {
+                source,
+                contains,
+                q: search,
+                limit: Some(limit.unwrap_or(MAX_BAN_PAGE)),
+                after,
+            };
+            // One page when a limit is given; every page otherwise.
+            let mut list = client.list_bans(&query).await?;
+            while limit.is_none()
+                && let Some(next) = list.next.take()
+            {
+                query.after = Some(next);
+                let page: BanList = client.list_bans(&query).await?;
+                list.bans.extend(page.bans);
+                list.next = page.next;
+                list.total = page.total;
+            }
             print(
                 out,
                 if json.json {
-                    output::json(&bans)
+                    output::json(&list)
                 } else {
-                    output::ban_table(&bans)
+                    output::ban_list(&list)
                 },
             );
         }
@@ -250,6 +293,7 @@ pub async fn run(
             file,
             source,
             force,
+            json,
         }) => {
             let source = match source {
                 Some(s) => s,
@@ -270,7 +314,14 @@ pub async fn run(
             };
             let list = read_list(&file)?;
             let reply = client.sync(&SyncQuery { source, force }, list).await?;
-            print(out, output::synced(&reply));
+            print(
+                out,
+                if json.json {
+                    output::json(&reply)
+                } else {
+                    output::synced(&reply)
+                },
+            );
         }
         Command::Allow(AllowCommand::Add { networks, note }) => {
             let reply = client.add_allows(&AddAllows { networks, note }).await?;
@@ -329,6 +380,17 @@ pub async fn run(
                     output::json(&stats)
                 } else {
                     output::stats(&stats)
+                },
+            );
+        }
+        Command::Fleet(json) => {
+            let hosts = client.fleet().await?;
+            print(
+                out,
+                if json.json {
+                    output::json(&hosts)
+                } else {
+                    output::fleet(&hosts)
                 },
             );
         }

@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use crate::{
     api::{
-        AddAllowsReply, AddBansReply, AllowView, BanView, RemoveAllowsReply, RemoveBansReply,
-        StatsView, StatusView, SyncReply,
+        AddAllowsReply, AddBansReply, AllowView, BanList, BanView, FleetHost, RemoveAllowsReply,
+        RemoveBansReply, StatsView, StatusView, SyncReply,
     },
     control::routes::RemoveUaReply,
     time::format_duration,
@@ -88,6 +88,82 @@ pub fn ban_table(bans: &[BanView]) -> String {
     )
 }
 
+/// A page (or all pages) of bans, with how many match and where the next page starts.
+pub fn ban_list(list: &BanList) -> String {
+    if list.bans.is_empty() {
+        return if list.total == 0 {
+            "no bans\n".into()
+        } else {
+            format!("no more bans ({} in all)\n", list.total)
+        };
+    }
+    let mut out = ban_table(&list.bans);
+    let _ = writeln!(out, "{} of {} bans", list.bans.len(), list.total);
+    if let Some(next) = &list.next {
+        let _ = writeln!(out, "more: --after {next}");
+    }
+    out
+}
+
+/// The fleet, one line a host, the problems spelled out.
+pub fn fleet(hosts: &[FleetHost]) -> String {
+    if hosts.is_empty() {
+        return "no fleet: no agent has reported to this store (a fleet shares a PostgreSQL store)\n"
+            .into();
+    }
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            let mut state = Vec::new();
+            if h.silent {
+                state.push("silent".to_string());
+            }
+            if h.lagging {
+                state.push(if h.listening {
+                    format!("lagging {}", h.lag)
+                } else {
+                    "deaf".to_string()
+                });
+            }
+            if h.full {
+                state.push(format!("full ({} not enforced)", h.left_out));
+            }
+            if let Some(e) = &h.last_error {
+                state.push(format!("error: {e}"));
+            }
+            if state.is_empty() {
+                state.push("ok".into());
+            }
+            vec![
+                format!("{}{}", h.host, if h.this { " *" } else { "" }),
+                h.interfaces.join(","),
+                h.version.clone(),
+                format!(
+                    "{} ago",
+                    format_duration(std::time::Duration::from_secs(h.heartbeat_age_secs))
+                ),
+                h.applied.to_string(),
+                h.lag.to_string(),
+                format!("{} / {}", h.bans_enforced, h.capacity_v4 + h.capacity_v6),
+                state.join(", "),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "HOST",
+            "INTERFACES",
+            "VERSION",
+            "HEARTBEAT",
+            "APPLIED",
+            "LAG",
+            "ENFORCED",
+            "STATE",
+        ],
+        rows,
+    )
+}
+
 fn warnings(out: &mut String, warnings: &[String]) {
     for w in warnings {
         let _ = writeln!(out, "warning: {w}");
@@ -133,6 +209,13 @@ pub fn synced(reply: &SyncReply) -> String {
         },
         reply.took_ms
     );
+    if let Some(r) = &reply.replaced {
+        let _ = writeln!(
+            out,
+            "note: this replaced the list of {} entries that {} synced at {}",
+            r.entries, r.host, r.at
+        );
+    }
     out
 }
 
@@ -198,7 +281,8 @@ pub fn stats(s: &StatsView) -> String {
             v.lost,
             v.refused,
             v.page_views_total
-                .map_or("? (the store does not answer)".to_string(), |n| n.to_string())
+                .map_or("? (the store does not answer)".to_string(), |n| n
+                    .to_string())
         );
         if v.queued > 0 || !v.store_answers {
             let _ = writeln!(
@@ -288,6 +372,26 @@ pub fn status(s: &StatusView) -> String {
     let _ = writeln!(out, "socket     {}", s.socket);
     if let Some(t) = s.last_reconcile {
         let _ = writeln!(out, "reconciled {t}");
+    }
+    if let Some(f) = &s.fleet {
+        let _ = writeln!(
+            out,
+            "fleet      applied {} of {}{}{}",
+            f.applied,
+            f.head,
+            match f.behind {
+                0 => String::new(),
+                n => format!(", {n} behind"),
+            },
+            if f.listening {
+                ""
+            } else {
+                ", not hearing the fleet (catching up on the heartbeat)"
+            }
+        );
+        if let Some(e) = &f.last_error {
+            let _ = writeln!(out, "error      {e}");
+        }
     }
     out
 }

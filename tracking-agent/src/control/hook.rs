@@ -197,7 +197,9 @@ impl App {
 /// The answer when the backlog cannot take visits: come back in a second.
 fn refused(why: Refused) -> ApiError {
     let message = match why {
-        Refused::Full => "the agent holds as many visits as it may until the store takes them; retry",
+        Refused::Full => {
+            "the agent holds as many visits as it may until the store takes them; retry"
+        }
         Refused::Behind => "the store is behind with visits; retry",
         Refused::Closed => "the agent is stopping; retry",
         Refused::Rejected => {
@@ -481,6 +483,34 @@ pub fn parse_visit(text: &[u8], now: Timestamp, oldest: Timestamp) -> Result<Vis
     validate(fields, &Window { now, oldest })
 }
 
+/// Reads and validates a batch from its JSON text as `POST /v1/visits/batch` does: every visit
+/// valid, or the errors of those that are not.
+pub fn parse_batch(
+    text: &[u8],
+    now: Timestamp,
+    oldest: Timestamp,
+) -> Result<Vec<Visit>, Vec<String>> {
+    let Batch(items) = serde_json::from_slice(text).map_err(|e| vec![e.to_string()])?;
+    let items = items.ok_or_else(|| vec!["a batch must be a JSON array of visits".to_string()])?;
+    if items.len() > MAX_BATCH {
+        return Err(vec![format!("a batch holds at most {MAX_BATCH} visits")]);
+    }
+    let window = Window { now, oldest };
+    let mut visits = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match validate(item, &window) {
+            Ok(v) => visits.push(v),
+            Err(e) => errors.push(format!("visit {i}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(visits)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Validates one visit. Unknown fields are ignored; known ones must have the right type.
 fn validate(fields: Fields<'_>, window: &Window) -> Result<Visit, String> {
     let now = window.now;
@@ -633,7 +663,9 @@ mod tests {
             );
         }
         let twice = br#"{"ip":"192.0.2.1","url":"/a","url":"/b"}"#;
-        let err = serde_json::from_slice::<Fields<'_>>(twice).unwrap_err().to_string();
+        let err = serde_json::from_slice::<Fields<'_>>(twice)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`url` is given twice"), "{err}");
         // Unknown fields may repeat: they are not read.
         let extra = br#"{"ip":"192.0.2.1","x":1,"x":2}"#;

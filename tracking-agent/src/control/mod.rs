@@ -5,7 +5,9 @@
 //!
 //! - [`hook`]: the visit hook and active counts.
 //! - [`routes`]: bans, allowlist, user-agent rules, visitors, feed, map, status, stats.
-//! - [`auth`]: the tokens.
+//! - [`auth`]: the tokens, browser sessions and the same-origin rule for changes.
+//! - [`session`]: browser logins and the limit on wrong tokens.
+//! - [`serve`]: serving a router within limits (timeouts, connections, a bounded stop).
 //! - [`unix`]: the control socket.
 //! - [`floor`]: the benchmarks' floor, an HTTP server that answers the hook and does nothing.
 
@@ -53,10 +55,9 @@ pub struct App {
 /// Every API route without tokens, for the control socket.
 pub fn socket_router(mut app: App) -> Router {
     app.tokens = None;
-    hook::routes()
-        .merge(routes::admin())
-        .with_state(app)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
+    hook::routes().merge(routes::admin()).with_state(app).layer(
+        tower_http::catch_panic::CatchPanicLayer::custom(error::panicked),
+    )
 }
 
 /// The HTTP listener: the hook behind the hook token, the admin API and the pages behind the
@@ -70,7 +71,9 @@ pub fn http_router(app: App) -> Router {
         .merge(crate::web::public())
         .with_state(app)
         .layer(middleware::from_fn(security_headers))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panicked,
+        ))
 }
 
 /// The pages load only their own scripts, styles and data (no inline script or style, which is

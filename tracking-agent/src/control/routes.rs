@@ -17,9 +17,9 @@ use super::{ApiError, App};
 use crate::{
     active::PageCount,
     api::{
-        AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanView, RemoveAllows,
-        RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView, SyncQuery,
-        SyncReply,
+        AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanList, BanListQuery,
+        FleetHost, RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView,
+        StatusView, SyncQuery, SyncReply,
     },
     geoip::Location,
     time::Timestamp,
@@ -34,6 +34,7 @@ pub(super) fn admin() -> Router<App> {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/stats", get(stats))
+        .route("/v1/fleet", get(fleet))
         .route("/v1/bans", get(list_bans).post(add_bans))
         .route("/v1/bans/remove", post(remove_bans))
         .route(
@@ -78,18 +79,17 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
     Ok(Json(stats))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BanFilter {
-    source: Option<String>,
-}
-
 async fn list_bans(
     State(app): State<App>,
-    query: Result<Query<BanFilter>, QueryRejection>,
-) -> Reply<Vec<BanView>> {
-    let Query(filter) = query?;
-    Ok(Json(app.engine.list_bans(filter.source.as_deref()).await?))
+    query: Result<Query<BanListQuery>, QueryRejection>,
+) -> Reply<BanList> {
+    let Query(query) = query?;
+    Ok(Json(app.engine.list_bans(query).await?))
+}
+
+/// Every agent sharing this store; empty without a fleet.
+async fn fleet(State(app): State<App>) -> Reply<Vec<FleetHost>> {
+    Ok(Json(app.engine.fleet().await?))
 }
 
 async fn add_bans(

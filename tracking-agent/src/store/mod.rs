@@ -67,6 +67,12 @@ pub enum StoreError {
         #[source]
         source: postgres::PgError,
     },
+    #[error("{url}: {source}")]
+    PostgresTls {
+        url: String,
+        #[source]
+        source: postgres::tls::TlsError,
+    },
     #[error("cannot connect to PostgreSQL at {url}: {source}")]
     Connect {
         url: String,
@@ -145,6 +151,11 @@ pub struct SyncReport {
     pub unchanged: usize,
     /// Kernel-side consequences, one per network whose effective ban changed.
     pub effects: Vec<Effect>,
+    /// Who synced this source before, when it was another agent: its list was replaced.
+    pub replaced: Option<SyncedBy>,
+    /// Where the change went in the fleet's log, when it went in as one bulk entry: the agent
+    /// that made it has its effects in hand and need not reconcile whole for it.
+    pub bulk_at: Option<Position>,
 }
 
 /// Decides, inside a change's transaction and before it commits, whether the change may be
@@ -162,6 +173,97 @@ impl Admission for Unlimited {
     fn admit(&self, _: &[Effect]) -> std::result::Result<(), String> {
         Ok(())
     }
+}
+
+/// A place in the fleet's log of ban and allowlist changes (PostgreSQL): positions grow by one
+/// with every change, in the order the changes committed.
+pub type Position = i64;
+
+/// One entry of the fleet's change log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Logged {
+    /// What the kernel must now hold for one network.
+    Ban(Effect),
+    /// The allowlist changed: read it again.
+    Allowlist,
+    /// A change too big to list (a big sync): reconcile whole.
+    Bulk,
+}
+
+/// The changes after a position, as far as the log still has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeLog {
+    pub entries: Vec<(Position, Logged)>,
+    /// False when changes right after the position were pruned from the log: whoever
+    /// applied up to that position must reconcile whole.
+    pub complete: bool,
+}
+
+/// What one agent of a fleet says of itself, every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostReport {
+    /// The store instance's id: one per running agent.
+    pub instance: String,
+    pub host: String,
+    pub version: String,
+    pub interfaces: Vec<String>,
+    pub started: Timestamp,
+    pub heartbeat: Timestamp,
+    /// How often it reports, in milliseconds: it is silent after a few missed.
+    pub heartbeat_every_ms: u64,
+    /// The last position of the change log it applied.
+    pub applied: Position,
+    /// Bans its kernel tables hold.
+    pub bans_held: u64,
+    /// Bans of the store its tables cannot hold.
+    pub left_out: u64,
+    pub capacity_v4: u64,
+    pub capacity_v6: u64,
+    /// Whether it hears the fleet's notifications now.
+    pub listening: bool,
+    /// The last failure of a reconcile or catch-up, if the last one failed.
+    pub last_error: Option<String>,
+}
+
+/// The name of this host, as `uname -n` gives it: how the fleet's records name agents.
+pub fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Who last synced a source, as the store remembers it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncedBy {
+    pub host: String,
+    /// The store instance of the agent that synced it (one host may run several agents).
+    pub instance: String,
+    pub at: Timestamp,
+    pub entries: u64,
+}
+
+/// A page of ban records: those matching a query, after a cursor, in network then source
+/// order.
+#[derive(Clone, Debug, Default)]
+pub struct BanQuery {
+    /// Only the records of this source.
+    pub source: Option<String>,
+    /// Only the records whose network contains this address.
+    pub contains: Option<std::net::IpAddr>,
+    /// Only the records whose reason contains this text (case-insensitively).
+    pub text: Option<String>,
+    /// After this record (network, source): the `next` of the previous page.
+    pub after: Option<(IpNet, String)>,
+    pub limit: usize,
+}
+
+/// A page of [`BanQuery`]'s answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BanPage {
+    pub bans: Vec<Ban>,
+    /// Records matching the query in all, on every page.
+    pub total: u64,
 }
 
 /// The storage of bans, the allowlist, visitors and user-agent rules.
@@ -216,12 +318,55 @@ pub trait Store: Send + Sync + 'static {
     /// Removes networks from the allowlist, returning those that were there.
     async fn remove_allows(&self, networks: Vec<IpNet>) -> Result<Vec<Allow>>;
 
-    /// A receiver that changes whenever another agent changed the bans or the allowlist (a
-    /// fleet sharing one database), so this agent can reconcile at once instead of at its next
-    /// periodic pass. `None` when nobody else writes the store.
+    /// A receiver of the highest change-log position the other agents announced (a fleet
+    /// sharing one database), changed by each of their changes and whenever the connection
+    /// that hears them is back after a loss, so this agent can catch up at once instead of at
+    /// its next heartbeat. `None` when nobody else writes the store.
     fn ban_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Whether the fleet's announcements are heard now (always, without a fleet).
+    fn listening(&self) -> bool {
+        true
+    }
+
+    /// The store instance's id in the fleet, if it has one.
+    fn instance(&self) -> Option<&str> {
+        None
+    }
+
+    /// The last position of the change log (0 without a fleet).
+    async fn head(&self) -> Result<Position> {
+        Ok(0)
+    }
+
+    /// The changes after `since`, at most `limit`, in order.
+    async fn changes_since(&self, since: Position, limit: usize) -> Result<ChangeLog> {
+        let _ = (since, limit);
+        Ok(ChangeLog {
+            entries: Vec::new(),
+            complete: true,
+        })
+    }
+
+    /// Records how this agent is doing, for `tracking fleet`.
+    async fn report_host(&self, report: HostReport) -> Result<()> {
+        let _ = report;
+        Ok(())
+    }
+
+    /// What every agent of the fleet last said of itself.
+    async fn hosts(&self) -> Result<Vec<HostReport>> {
+        Ok(Vec::new())
+    }
+
+    /// The records of `networks` (host bits cleared) of one source, as stored: what a change
+    /// just wrote, without listing every ban.
+    async fn bans_of(&self, networks: Vec<IpNet>, source: String) -> Result<Vec<Ban>>;
+
+    /// A page of records matching `query`.
+    async fn query_bans(&self, query: BanQuery) -> Result<BanPage>;
 
     /// Applies one delta per visitor (see [`VisitorDelta`] for the rule), in one transaction.
     async fn record_visits(&self, deltas: Vec<VisitorDelta>) -> Result<()>;

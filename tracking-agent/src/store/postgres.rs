@@ -7,19 +7,23 @@
 //! - `bans`: bans and the allowlist, and the effects of each change.
 //! - `sync`: replacing the records of one source with a list, a million at a time.
 //! - `visitors`: the session rule as a multi-row upsert, the tracker's queries, user-agent rules.
-//! - `listen`: one connection that hears the other agents' changes.
+//! - `listen`: one connection that hears the fleet's changes.
+//! - `tls`: TLS with rustls, as the URL's `sslmode` and `sslrootcert` ask.
+//! - `fleet`: what each agent says of itself.
 //! - [`test_server`]: a throwaway server and a fresh database each, for the tests here and the
 //!   benchmarks of the `tests` crate.
 //!
-//! Every mutating call is one transaction. Those that change bans take one advisory lock
-//! first, so that the changes of the fleet are applied one after the other and the effects
-//! each returns are those of the database as it commits (two agents adding overlapping bans at
-//! once could otherwise also deadlock on each other's rows). Those that change bans or the
-//! allowlist also `NOTIFY tracking_bans` with this store's instance id, delivered only if they
-//! commit; every other agent's `listen` connection hears it and the agent reconciles at once.
+//! Every mutating call is one transaction. Those that change bans or the allowlist take one
+//! advisory lock first, so that the changes of the fleet are applied one after the other and
+//! the effects each returns are those of the database as it commits (two agents adding
+//! overlapping bans at once could otherwise also deadlock on each other's rows). Each appends
+//! its effects to the change log (`ban_changes`) at the next positions, and `NOTIFY
+//! tracking_bans` with this store's instance id and the new end of the log, delivered only if
+//! it commits; every agent's `listen` connection hears it and the agent applies exactly the
+//! changes after the last position it applied.
 //!
-//! Connections are plain TCP or a Unix socket, without TLS: reach a remote database over a
-//! private network or a tunnel (WireGuard, SSH, stunnel), not over the internet.
+//! Connections are plain TCP or a Unix socket, or TLS when the URL says `sslmode=require`,
+//! `verify-ca` or `verify-full` (with `sslrootcert`).
 //!
 //! The tables have plain names (`bans`, `allows`, `visitors`, `ua_rules`) in the connection's
 //! schema: give the agents a database of their own, or a schema of their own through the URL
@@ -27,6 +31,7 @@
 
 mod bans;
 mod error;
+mod fleet;
 mod listen;
 mod migrations;
 mod net;
@@ -34,11 +39,16 @@ mod sync;
 pub mod test_server;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod url;
 mod visitors;
 
 use std::{
     hash::{BuildHasher, RandomState},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -49,7 +59,9 @@ use tokio::{sync::watch, task::AbortHandle};
 use tokio_postgres::NoTls;
 
 pub use self::{error::PgError, url::redacted};
-use super::{Result, Store, StoreError, SyncReport};
+use super::{
+    BanPage, BanQuery, ChangeLog, HostReport, Position, Result, Store, StoreError, SyncReport,
+};
 use crate::{
     ban::{Allow, Ban, Effect, ListEntry},
     time::Timestamp,
@@ -83,8 +95,10 @@ pub struct PgStore {
     pool: Pool,
     /// Sent with every notification this store makes, so that its own listener ignores them.
     instance: String,
-    /// Counts the other agents' changes (see [`Store::ban_changes`]).
+    /// The highest change-log position heard (see [`Store::ban_changes`]).
     changes: watch::Receiver<u64>,
+    /// Whether the listener hears the fleet now.
+    listening: Arc<AtomicBool>,
     /// The listener task, stopped when the store is dropped.
     listener: AbortHandle,
 }
@@ -104,12 +118,22 @@ impl PgStore {
     /// starts listening for the other agents' changes.
     pub async fn connect(url: &str) -> Result<Self> {
         let shown = redacted(url);
+        let (plain, settings) = tls::split(url).map_err(|e| StoreError::PostgresTls {
+            url: shown.clone(),
+            source: e,
+        })?;
+        let (tls, ssl_mode) = settings.connector().map_err(|e| StoreError::PostgresTls {
+            url: shown.clone(),
+            source: e,
+        })?;
         let mut config: tokio_postgres::Config =
-            url.parse()
+            plain
+                .parse()
                 .map_err(|source: tokio_postgres::Error| StoreError::PostgresUrl {
                     url: shown.clone(),
                     source: source.into(),
                 })?;
+        config.ssl_mode(ssl_mode);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -117,15 +141,17 @@ impl PgStore {
             // What `pg_stat_activity` shows the operator.
             config.application_name("tracking-agent");
         }
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                // A connection that broke is noticed by its first failing query; checking each
-                // one with a round trip before every request is not worth its latency.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        // A connection that broke is noticed by its first failing query; checking each one
+        // with a round trip before every request is not worth its latency.
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &tls {
+            tls::Tls::Plain => Manager::from_config(config.clone(), NoTls, recycling()),
+            tls::Tls::Rustls(connector) => {
+                Manager::from_config(config.clone(), connector.clone(), recycling())
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -140,13 +166,14 @@ impl PgStore {
         drop(client);
 
         let instance = instance_id();
-        let (changes, listener) = listen::start(config, instance.clone()).await?;
+        let heard = listen::start(config, tls, instance.clone()).await?;
         Ok(PgStore {
             shown,
             pool,
             instance,
-            changes,
-            listener,
+            changes: heard.positions,
+            listening: heard.listening,
+            listener: heard.task,
         })
     }
 
@@ -238,6 +265,38 @@ impl Store for PgStore {
 
     fn ban_changes(&self) -> Option<watch::Receiver<u64>> {
         Some(self.changes.clone())
+    }
+
+    fn listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    fn instance(&self) -> Option<&str> {
+        Some(&self.instance)
+    }
+
+    async fn head(&self) -> Result<Position> {
+        bans::head(&self.client().await?).await
+    }
+
+    async fn changes_since(&self, since: Position, limit: usize) -> Result<ChangeLog> {
+        bans::changes_since(&self.client().await?, since, limit).await
+    }
+
+    async fn report_host(&self, report: HostReport) -> Result<()> {
+        fleet::report(&self.client().await?, &report).await
+    }
+
+    async fn hosts(&self) -> Result<Vec<HostReport>> {
+        fleet::hosts(&self.client().await?).await
+    }
+
+    async fn bans_of(&self, networks: Vec<IpNet>, source: String) -> Result<Vec<Ban>> {
+        bans::bans_of(&self.client().await?, networks, source).await
+    }
+
+    async fn query_bans(&self, query: BanQuery) -> Result<BanPage> {
+        bans::query(&self.client().await?, query).await
     }
 
     async fn record_visits(&self, deltas: Vec<VisitorDelta>) -> Result<()> {

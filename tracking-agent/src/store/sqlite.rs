@@ -23,6 +23,7 @@ mod checkpoint;
 mod index;
 mod key;
 mod migrations;
+mod query;
 mod records;
 mod sync;
 mod ua_rules;
@@ -46,7 +47,7 @@ use self::{
     checkpoint::Checkpoints,
     worker::{Job, Worker},
 };
-use super::{Result, Store, StoreError, SyncReport};
+use super::{BanPage, BanQuery, Result, Store, StoreError, SyncReport};
 use crate::{
     ban::{Allow, Ban, Effect, ListEntry},
     time::Timestamp,
@@ -140,8 +141,7 @@ fn private(path: &Path) {
             continue;
         };
         if meta.permissions().mode() & 0o077 != 0
-            && let Err(e) =
-                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            && let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
         {
             tracing::warn!("cannot make {} private: {e}", file.display());
         }
@@ -249,6 +249,15 @@ impl Store for SqliteStore {
 
     async fn remove_allows(&self, networks: Vec<IpNet>) -> Result<Vec<Allow>> {
         self.call(move |w| w.remove_allows(networks)).await
+    }
+
+    async fn bans_of(&self, networks: Vec<IpNet>, source: String) -> Result<Vec<Ban>> {
+        self.call(move |w| query::bans_of(w.conn(), networks, &source))
+            .await
+    }
+
+    async fn query_bans(&self, q: BanQuery) -> Result<BanPage> {
+        self.call(move |w| query::query(w.conn(), q)).await
     }
 
     async fn record_visits(&self, deltas: Vec<VisitorDelta>) -> Result<()> {

@@ -15,7 +15,7 @@ use std::{collections::HashMap, net::IpAddr};
 use async_trait::async_trait;
 use ipnet::IpNet;
 
-use super::{Store, SyncReport};
+use super::{BanPage, BanQuery, Store, SyncReport};
 use crate::{
     ban::{Allow, Ban, Effect, Effective, ListEntry},
     time::Timestamp,
@@ -51,6 +51,8 @@ macro_rules! store_suite {
             a_resync_removing_and_adding_all_over_the_list_writes_exactly_the_delta,
             expired_records_are_not_effective_and_are_reaped,
             the_allowlist_is_added_listed_and_removed,
+            a_change_reads_back_only_the_records_it_wrote,
+            ban_queries_page_in_network_order_and_filter_by_source_address_and_reason,
             a_first_visit_makes_a_visitor,
             a_session_idle_for_more_than_an_hour_starts_over,
             a_late_visit_counts_but_does_not_move_the_visitor,
@@ -383,6 +385,7 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
                 effect("10.0.0.3/32", banned(None)),
                 effect("10.0.0.5/32", banned(None)),
             ],
+            ..SyncReport::default()
         }
     );
     // Someone gives one record of the list an expiry by hand (`ban add --source drop`).
@@ -422,6 +425,7 @@ pub async fn sync_makes_a_source_hold_exactly_the_list_and_leaves_other_sources_
                 effect("10.0.0.3/32", banned(None)),
                 effect("10.0.0.4/32", banned(None)),
             ],
+            ..SyncReport::default()
         }
     );
     assert_eq!(
@@ -733,6 +737,136 @@ pub async fn the_allowlist_is_added_listed_and_removed(store: &dyn Store) {
     assert_eq!(
         store.list_allows().await.unwrap(),
         [allow("203.0.113.7/32", "the office", NOW)]
+    );
+}
+
+pub async fn a_change_reads_back_only_the_records_it_wrote(store: &dyn Store) {
+    store
+        .add_bans(
+            vec![
+                ban("10.0.0.1/32", "cli", "one"),
+                ban("10.0.0.1/32", "api", "two"),
+                ban("192.0.2.0/24", "cli", "three"),
+                ban("198.51.100.0/24", "cli", "four"),
+            ],
+            at(NOW),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .bans_of(
+                vec![
+                    net("192.0.2.9/24"),
+                    net("10.0.0.1/32"),
+                    net("203.0.113.1/32"),
+                    net("10.0.0.1/32"),
+                ],
+                "cli".into(),
+            )
+            .await
+            .unwrap(),
+        [
+            ban("10.0.0.1/32", "cli", "one"),
+            ban("192.0.2.0/24", "cli", "three")
+        ],
+        "host bits cleared, each once, in network order; other sources and networks left out"
+    );
+}
+
+pub async fn ban_queries_page_in_network_order_and_filter_by_source_address_and_reason(
+    store: &dyn Store,
+) {
+    let mut bans: Vec<Ban> = (0..25)
+        .map(|i| {
+            let reason = if i % 5 == 0 { "Scraper 100%" } else { "noise" };
+            ban(&format!("10.0.{i}.0/24"), "list", reason)
+        })
+        .collect();
+    bans.push(ban("10.0.3.7/32", "cli", "by hand"));
+    bans.push(ban("10.0.0.0/8", "cli", "wide"));
+    bans.push(ban("10.0.3.0/24", "cli", "twice"));
+    bans.push(ban("2001:db8::/32", "cli", "a v6 scraper"));
+    store.add_bans(bans, at(NOW)).await.unwrap();
+    let all = store.list_bans().await.unwrap();
+    assert_eq!(all.len(), 29);
+
+    let query = |q: BanQuery| async move { store.query_bans(q).await.unwrap() };
+    // Pages of 10 cover every record once, in the listing's order, each with the total.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = query(BanQuery {
+            limit: 10,
+            after: after.clone(),
+            ..BanQuery::default()
+        })
+        .await;
+        assert_eq!(page.total, 29);
+        let Some(last) = page.bans.last() else { break };
+        after = Some((last.network, last.source.clone()));
+        assert!(page.bans.len() <= 10);
+        seen.extend(page.bans);
+    }
+    assert_eq!(seen, all);
+
+    let networks = |page: BanPage| -> (Vec<String>, u64) {
+        (
+            page.bans
+                .iter()
+                .map(|b| format!("{} {}", b.network, b.source))
+                .collect(),
+            page.total,
+        )
+    };
+    let contains = |ip: &str| BanQuery {
+        contains: Some(ip.parse().unwrap()),
+        limit: 100,
+        ..BanQuery::default()
+    };
+    assert_eq!(
+        networks(query(contains("10.0.3.7")).await),
+        (
+            vec![
+                "10.0.0.0/8 cli".into(),
+                "10.0.3.0/24 cli".into(),
+                "10.0.3.0/24 list".into(),
+                "10.0.3.7/32 cli".into()
+            ],
+            4
+        )
+    );
+    assert_eq!(
+        networks(query(contains("2001:db8::1")).await),
+        (vec!["2001:db8::/32 cli".into()], 1)
+    );
+    assert_eq!(networks(query(contains("192.0.2.1")).await), (vec![], 0));
+
+    let text = |t: &str| BanQuery {
+        text: Some(t.into()),
+        limit: 3,
+        ..BanQuery::default()
+    };
+    let page = query(text("SCRAPER")).await;
+    assert_eq!(
+        (page.bans.len(), page.total),
+        (3, 6),
+        "any case; the total counts every page"
+    );
+    assert_eq!(query(text("100%")).await.total, 5, "% matches itself");
+    assert_eq!(query(text("_")).await.total, 0, "_ matches itself");
+
+    let page = query(BanQuery {
+        source: Some("cli".into()),
+        contains: Some("10.0.3.200".parse().unwrap()),
+        limit: 100,
+        ..BanQuery::default()
+    })
+    .await;
+    assert_eq!(
+        networks(page),
+        (vec!["10.0.0.0/8 cli".into(), "10.0.3.0/24 cli".into()], 2),
+        "filters combine"
     );
 }
 

@@ -48,16 +48,17 @@ function say(box, kind, text, lines = []) {
 /**
  * One section: `list` (GET path), `row(item)` (cells), `remove(item)` (the POST /remove body),
  * `add(form)` (the POST body from the form), `done(reply)` (what to say after adding).
+ * `fetch()` (optional) reads the items to show, for a list too long to read whole.
  */
-function section({ id, list, columns, remove, add, done }) {
+function section({ id, list, columns, remove, add, done, fetch = () => api(list) }) {
   const root = document.getElementById(id);
   const tbody = root.querySelector("tbody");
-  const form = root.querySelector("form");
+  const form = root.querySelector("form.add");
   const box = root.querySelector(".message");
 
   async function load() {
     try {
-      const items = await api(list);
+      const items = await fetch();
       tbody.replaceChildren(
         ...items.map((item) => {
           const button = el("button", { type: "button", class: "small", text: "Remove" });
@@ -106,13 +107,52 @@ function section({ id, list, columns, remove, add, done }) {
   });
 
   load();
+  return { load };
 }
 
 const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 
-section({
+/** Records a page of the ban table shows. */
+const BAN_PAGE = 100;
+
+/**
+ * The bans, a page at a time, filtered on the server: a store may hold millions. `cursors`
+ * holds where each page seen so far starts, so that "Previous" goes back without counting.
+ */
+const banPages = {
+  search: document.getElementById("search-bans"),
+  info: document.querySelector("#bans .page-info"),
+  cursors: [null],
+  next: null,
+  filters() {
+    const query = new URLSearchParams({ limit: String(BAN_PAGE) });
+    for (const name of ["q", "contains", "source"]) {
+      const value = this.search.elements[name].value.trim();
+      if (value) query.set(name, value);
+    }
+    return query;
+  },
+  async fetch() {
+    const query = this.filters();
+    const after = this.cursors[this.cursors.length - 1];
+    if (after) query.set("after", after);
+    const page = await api(`/v1/bans?${query}`);
+    this.next = page.next;
+    const first = (this.cursors.length - 1) * BAN_PAGE;
+    this.info.textContent = page.bans.length
+      ? `${(first + 1).toLocaleString()}–${(first + page.bans.length).toLocaleString()} of ${page.total.toLocaleString()}`
+      : `0 of ${page.total.toLocaleString()}`;
+    document.querySelector('#bans [data-page="next"]').disabled = !page.next;
+    document.querySelector('#bans [data-page="previous"]').disabled = this.cursors.length < 2;
+    document.querySelector('#bans [data-page="first"]').disabled = this.cursors.length < 2;
+    return page.bans;
+  },
+};
+
+const bans = section({
   id: "bans",
   list: "/v1/bans",
+  fetch: () => banPages.fetch(),
   columns: (ban) => [
     el("td", { class: "code", text: ban.network }),
     el("td", { class: "clip", title: ban.reason, text: ban.reason || "–" }),
@@ -166,3 +206,18 @@ section({
     return [text, reply?.warnings || []];
   },
 });
+
+banPages.search.addEventListener("submit", (event) => {
+  event.preventDefault();
+  banPages.cursors = [null];
+  bans.load();
+});
+for (const button of document.querySelectorAll("#bans .pager button")) {
+  button.addEventListener("click", () => {
+    const to = button.dataset.page;
+    if (to === "next" && banPages.next) banPages.cursors.push(banPages.next);
+    if (to === "previous" && banPages.cursors.length > 1) banPages.cursors.pop();
+    if (to === "first") banPages.cursors = [null];
+    bans.load();
+  });
+}

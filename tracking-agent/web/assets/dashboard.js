@@ -66,6 +66,58 @@ async function load() {
   map.refresh();
 }
 
+/** How often the fleet's table is read again. */
+const FLEET_EVERY_MS = 5000;
+
+/**
+ * The fleet, when this agent shares a PostgreSQL store: every host, and what is wrong with it
+ * (lagging, full, silent), as `tracking fleet` shows it. Hidden without a fleet.
+ */
+async function loadFleet() {
+  const section = document.getElementById("fleet");
+  let status;
+  let hosts;
+  try {
+    [status, hosts] = await Promise.all([api("/v1/status"), api("/v1/fleet")]);
+  } catch (error) {
+    section.querySelector(".fleet-summary").textContent = `Cannot read the fleet: ${error.message}`;
+    return;
+  }
+  if (!status.fleet) {
+    section.hidden = true;
+    return;
+  }
+  section.hidden = false;
+  const me = status.fleet;
+  const leftOut = status.bans_v4.left_out + status.bans_v6.left_out;
+  const parts = [`This host applied ${me.applied} of ${me.head} changes`];
+  if (me.behind) parts.push(`${me.behind} behind`);
+  if (!me.listening) parts.push("not hearing the fleet (catching up on its heartbeat)");
+  if (leftOut) parts.push(`its tables cannot hold ${leftOut} of the store's bans: the widest networks are enforced first`);
+  if (me.last_error) parts.push(`last error: ${me.last_error}`);
+  section.querySelector(".fleet-summary").textContent = `${parts.join("; ")}.`;
+  section.querySelector("tbody").replaceChildren(
+    ...hosts.map((h) => {
+      const state = [];
+      if (h.silent) state.push("silent");
+      if (h.lagging) state.push(h.listening ? `lagging ${h.lag}` : "deaf");
+      if (h.full) state.push(`full (${h.left_out} not enforced)`);
+      if (h.last_error) state.push(`error: ${h.last_error}`);
+      return el(
+        "tr",
+        { class: state.length ? "problem" : "" },
+        el("td", { text: h.this ? `${h.host} (this one)` : h.host }),
+        el("td", { text: h.interfaces.join(", ") }),
+        el("td", {}, since(h.heartbeat)),
+        el("td", { class: "num", text: String(h.applied) }),
+        el("td", { class: "num", text: String(h.lag) }),
+        el("td", { class: "num", text: `${h.bans_enforced.toLocaleString()} / ${(h.capacity_v4 + h.capacity_v6).toLocaleString()}` }),
+        el("td", { text: state.length ? state.join(", ") : "ok" }),
+      );
+    }),
+  );
+}
+
 follow({
   onOpen: load,
   onVisit: ({ visitor, active }) => {
@@ -86,3 +138,5 @@ follow({
   },
 });
 load();
+loadFleet();
+setInterval(loadFleet, FLEET_EVERY_MS);

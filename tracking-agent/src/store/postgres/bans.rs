@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 use super::{BANS_LOCK, CHANNEL, net::Cidr, net::array};
 use crate::{
     ban::{self, Allow, Ban, Effect, Effective},
-    store::Result,
+    store::{BanPage, BanQuery, ChangeLog, Logged, Position, Result},
     time::Timestamp,
 };
 
@@ -26,11 +26,154 @@ pub(super) async fn begin(client: &mut Object) -> Result<Transaction<'_>> {
     Ok(tx)
 }
 
-/// Tells the other agents, once `tx` commits, that the bans or the allowlist changed.
-pub(super) async fn notify(tx: &Transaction<'_>, instance: &str) -> Result<()> {
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &instance])
+/// A change bigger than this goes in the log as one "bulk" entry: the others reconcile whole
+/// rather than read a million rows of it.
+const LOG_AT_MOST: usize = 10_000;
+/// Entries the log keeps: an agent further behind reconciles whole.
+const LOG_KEEPS: i64 = 200_000;
+/// The log is pruned every this many positions.
+const PRUNE_EVERY: i64 = 1_000;
+
+/// What a change appends to the log.
+pub(super) enum Change<'a> {
+    Effects(&'a [Effect]),
+    Allowlist,
+}
+
+/// Whether a change of `effects` goes in the log as one bulk entry.
+pub(super) fn is_bulk(effects: usize) -> bool {
+    effects > LOG_AT_MOST
+}
+
+const KIND_BAN: i16 = 0;
+const KIND_ALLOWLIST: i16 = 1;
+const KIND_BULK: i16 = 2;
+
+/// Appends a change to the fleet's log and tells the other agents, once `tx` commits, where
+/// the log now ends. `tx` holds the bans lock, so positions follow the commit order.
+pub(super) async fn record(
+    tx: &Transaction<'_>,
+    instance: &str,
+    change: Change<'_>,
+    now: Timestamp,
+) -> Result<Position> {
+    let head: i64 = tx
+        .query_one("SELECT coalesce(max(position), 0) FROM ban_changes", &[])
+        .await?
+        .get(0);
+    let at = now.as_millis();
+    let last = match change {
+        Change::Effects([]) => return Ok(head),
+        Change::Effects(effects) if is_bulk(effects.len()) => {
+            tx.execute(
+                "INSERT INTO ban_changes (position, kind, at_ms) VALUES ($1, $2, $3)",
+                &[&(head + 1), &KIND_BULK, &at],
+            )
+            .await?;
+            head + 1
+        }
+        Change::Effects(effects) => {
+            let positions: Vec<i64> = (1..=effects.len() as i64).map(|i| head + i).collect();
+            let networks: Vec<IpNet> = effects.iter().map(|(n, _)| *n).collect();
+            let banned: Vec<bool> = effects
+                .iter()
+                .map(|(_, e)| matches!(e, Effective::Banned { .. }))
+                .collect();
+            let expires: Vec<Option<i64>> = effects
+                .iter()
+                .map(|(_, e)| match e {
+                    Effective::Banned { expires } => expires.map(Timestamp::as_millis),
+                    Effective::Unbanned => None,
+                })
+                .collect();
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO ban_changes (position, kind, network, banned, expires_ms, at_ms)
+                     SELECT p, 0, n, b, e, $5
+                     FROM unnest($1::int8[], $2::cidr[], $3::bool[], $4::int8[]) AS t (p, n, b, e)",
+                )
+                .await?;
+            tx.execute(
+                &insert,
+                &[&positions, &array(&networks), &banned, &expires, &at],
+            )
+            .await?;
+            head + effects.len() as i64
+        }
+        Change::Allowlist => {
+            tx.execute(
+                "INSERT INTO ban_changes (position, kind, at_ms) VALUES ($1, $2, $3)",
+                &[&(head + 1), &KIND_ALLOWLIST, &at],
+            )
+            .await?;
+            head + 1
+        }
+    };
+    if last / PRUNE_EVERY != head / PRUNE_EVERY {
+        tx.execute(
+            "DELETE FROM ban_changes WHERE position <= $1",
+            &[&(last - LOG_KEEPS)],
+        )
         .await?;
-    Ok(())
+    }
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL, &format!("{instance} {last}")],
+    )
+    .await?;
+    Ok(last)
+}
+
+/// The last position of the log.
+pub(super) async fn head(client: &Object) -> Result<Position> {
+    Ok(client
+        .query_one("SELECT coalesce(max(position), 0) FROM ban_changes", &[])
+        .await?
+        .get(0))
+}
+
+/// The log after `since`, at most `limit` entries.
+pub(super) async fn changes_since(
+    client: &Object,
+    since: Position,
+    limit: usize,
+) -> Result<ChangeLog> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT position, kind, network, banned, expires_ms FROM ban_changes
+             WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&since, &(limit as i64)]).await?;
+    let entries: Vec<(Position, Logged)> = rows
+        .iter()
+        .map(|row| {
+            let position: i64 = row.get(0);
+            let logged = match row.get::<_, i16>(1) {
+                KIND_BAN => {
+                    let Cidr(network) = row.get(2);
+                    let effective = if row.get::<_, bool>(3) {
+                        Effective::Banned {
+                            expires: row.get::<_, Option<i64>>(4).map(Timestamp::from_millis),
+                        }
+                    } else {
+                        Effective::Unbanned
+                    };
+                    Logged::Ban((network, effective))
+                }
+                KIND_ALLOWLIST => Logged::Allowlist,
+                _ => Logged::Bulk,
+            };
+            (position, logged)
+        })
+        .collect();
+    // Complete when the first entry follows `since` (or nothing came after it at all and the
+    // head is not past it).
+    let complete = match entries.first() {
+        Some((first, _)) => *first == since + 1,
+        None => head(client).await? <= since,
+    };
+    Ok(ChangeLog { entries, complete })
 }
 
 /// What the kernel must hold for a network, from its live records: how many there are,
@@ -95,6 +238,79 @@ pub(super) async fn list(client: &Object) -> Result<Vec<Ban>> {
         )
         .await?;
     Ok(client.query(&stmt, &[]).await?.iter().map(ban_of).collect())
+}
+
+pub(super) async fn bans_of(
+    client: &Object,
+    networks: Vec<IpNet>,
+    source: String,
+) -> Result<Vec<Ban>> {
+    let networks = ban::distinct_networks(networks);
+    let stmt = client
+        .prepare_cached(
+            "SELECT network, source, reason, created_ms, expires_ms FROM bans
+             WHERE network = ANY($1::cidr[]) AND source = $2
+             ORDER BY network, source",
+        )
+        .await?;
+    Ok(client
+        .query(&stmt, &[&array(&networks), &source])
+        .await?
+        .iter()
+        .map(ban_of)
+        .collect())
+}
+
+/// A page of the records matching `query`, and how many match in all.
+pub(super) async fn query(client: &Object, query: BanQuery) -> Result<BanPage> {
+    let contains = query.contains.map(|ip| Cidr(IpNet::from(ip)));
+    let text = query.text.as_deref().map(|t| {
+        format!(
+            "%{}%",
+            t.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let (after_network, after_source) = match &query.after {
+        Some((n, s)) => (Some(Cidr(*n)), Some(s.clone())),
+        None => (None, None),
+    };
+    let filter = "($1::text IS NULL OR source = $1)
+                  AND ($2::cidr IS NULL OR network >>= $2)
+                  AND ($3::text IS NULL OR reason ILIKE $3)";
+    let page = client
+        .prepare_cached(&format!(
+            "SELECT network, source, reason, created_ms, expires_ms FROM bans
+             WHERE {filter}
+               AND ($4::cidr IS NULL OR (network, source) > ($4, $5::text))
+             ORDER BY network, source LIMIT $6"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &page,
+            &[
+                &query.source,
+                &contains,
+                &text,
+                &after_network,
+                &after_source,
+                &(query.limit as i64),
+            ],
+        )
+        .await?;
+    let count = client
+        .prepare_cached(&format!("SELECT count(*) FROM bans WHERE {filter}"))
+        .await?;
+    let total: i64 = client
+        .query_one(&count, &[&query.source, &contains, &text])
+        .await?
+        .get(0);
+    Ok(BanPage {
+        bans: rows.iter().map(ban_of).collect(),
+        total: total as u64,
+    })
 }
 
 pub(super) async fn effective_all(
@@ -182,7 +398,7 @@ pub(super) async fn add(
     let mut touched = networks;
     touched.dedup();
     let effects = effects(&tx, &touched, now).await?;
-    notify(&tx, instance).await?;
+    record(&tx, instance, Change::Effects(&effects), now).await?;
     tx.commit().await?;
     Ok(effects)
 }
@@ -215,7 +431,7 @@ pub(super) async fn remove(
     let mut touched: Vec<IpNet> = removed.iter().map(|ban| ban.network).collect();
     touched.dedup();
     let effects = effects(&tx, &touched, now).await?;
-    notify(&tx, instance).await?;
+    record(&tx, instance, Change::Effects(&effects), now).await?;
     tx.commit().await?;
     Ok((removed, effects))
 }
@@ -239,7 +455,7 @@ pub(super) async fn remove_expired(
     }
     let touched: Vec<IpNet> = rows.iter().map(|row| row.get::<_, Cidr>(0).0).collect();
     let effects = effects(&tx, &touched, now).await?;
-    notify(&tx, instance).await?;
+    record(&tx, instance, Change::Effects(&effects), now).await?;
     tx.commit().await?;
     Ok(effects)
 }
@@ -292,7 +508,8 @@ pub(super) async fn add_allows(
         .map(|allow| allow.created.as_millis())
         .collect();
 
-    let tx = client.transaction().await?;
+    // The bans lock too: allowlist changes take their place in the same log.
+    let tx = begin(client).await?;
     let upsert = tx
         .prepare_cached(
             "INSERT INTO allows (network, note, created_ms)
@@ -302,7 +519,7 @@ pub(super) async fn add_allows(
         .await?;
     tx.execute(&upsert, &[&array(&networks), &notes, &created])
         .await?;
-    notify(&tx, instance).await?;
+    record(&tx, instance, Change::Allowlist, Timestamp::now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -316,7 +533,7 @@ pub(super) async fn remove_allows(
     if networks.is_empty() {
         return Ok(Vec::new());
     }
-    let tx = client.transaction().await?;
+    let tx = begin(client).await?;
     let delete = tx
         .prepare_cached(
             "DELETE FROM allows WHERE network = ANY($1::cidr[]) RETURNING network, note, created_ms",
@@ -328,7 +545,7 @@ pub(super) async fn remove_allows(
         return Ok(removed);
     }
     removed.sort_by_key(|allow| allow.network);
-    notify(&tx, instance).await?;
+    record(&tx, instance, Change::Allowlist, Timestamp::now()).await?;
     tx.commit().await?;
     Ok(removed)
 }

@@ -68,6 +68,44 @@ pub(super) const STEPS: &[&str] = &[
         note          text   NOT NULL DEFAULT '',
         created_ms    bigint NOT NULL
     );"#,
+    // 2: the fleet. `ban_changes` is the log every change of bans or the allowlist appends to,
+    // under the bans lock, so that positions are in commit order and without gaps: a row per
+    // network whose effective ban changed (what the kernel must now hold for it), one for an
+    // allowlist change (read it whole, it is small), one "bulk" row for a change too big to
+    // list (a sync of a big list: reconcile whole). Agents apply exactly the changes after the
+    // last position they applied. `fleet_hosts` is where each agent says how it is doing;
+    // `synced_sources` who last synced each list.
+    r#"CREATE TABLE ban_changes (
+        position   bigint   NOT NULL PRIMARY KEY,
+        kind       smallint NOT NULL,
+        network    cidr,
+        banned     boolean,
+        expires_ms bigint,
+        at_ms      bigint   NOT NULL
+    );
+    CREATE TABLE fleet_hosts (
+        instance        text    COLLATE "C" NOT NULL PRIMARY KEY,
+        host            text    NOT NULL,
+        version         text    NOT NULL,
+        interfaces      text    NOT NULL,
+        started_ms      bigint  NOT NULL,
+        heartbeat_ms    bigint  NOT NULL,
+        heartbeat_every bigint  NOT NULL,
+        applied         bigint  NOT NULL,
+        bans_held       bigint  NOT NULL,
+        left_out        bigint  NOT NULL,
+        capacity_v4     bigint  NOT NULL,
+        capacity_v6     bigint  NOT NULL,
+        listening       boolean NOT NULL,
+        last_error      text
+    );
+    CREATE TABLE synced_sources (
+        source   text   COLLATE "C" NOT NULL PRIMARY KEY,
+        host     text   NOT NULL,
+        instance text   NOT NULL,
+        at_ms    bigint NOT NULL,
+        entries  bigint NOT NULL
+    );"#,
 ];
 
 /// The schema version this code writes.

@@ -31,12 +31,12 @@ use futures_util::SinkExt;
 use ipnet::IpNet;
 
 use super::{
-    bans::{begin, effective, notify},
+    bans::{Change, begin, effective, is_bulk, record},
     net::{self, Cidr},
 };
 use crate::{
     ban::{Effect, Effective, ListEntry},
-    store::{Admission, Result, StoreError, SyncReport},
+    store::{Admission, Result, StoreError, SyncReport, SyncedBy},
     time::Timestamp,
 };
 
@@ -127,8 +127,11 @@ pub(super) async fn sync_source(
         )
         .await? as usize;
     phases.done("diff");
+    let replaced = synced(&tx, instance, source, listed.len(), now).await?;
     if diff == 0 {
         tx.commit().await?;
+        // The same list again, whoever synced it last: nothing to say.
+        let _ = replaced;
         return Ok(SyncReport {
             unchanged: listed.len(),
             ..SyncReport::default()
@@ -208,13 +211,15 @@ pub(super) async fn sync_source(
     phases.done("effects");
     // Dropping the transaction rolls it back.
     admission.admit(&effects).map_err(StoreError::Refused)?;
-    notify(&tx, instance).await?;
+    let logged = record(&tx, instance, Change::Effects(&effects), now).await?;
     let report = SyncReport {
+        bulk_at: is_bulk(effects.len()).then_some(logged),
         added,
         updated,
         removed,
         unchanged: listed.len() - added - updated,
         effects,
+        replaced,
     };
     tx.commit().await?;
     phases.done("commit");
@@ -227,6 +232,46 @@ pub(super) async fn sync_source(
         "sync: {phases}"
     );
     Ok(report)
+}
+
+/// Records that this host synced `source` now with `entries` networks, and returns who synced
+/// it before when that was another host (whose list this one replaces).
+async fn synced(
+    tx: &deadpool_postgres::Transaction<'_>,
+    instance: &str,
+    source: &str,
+    entries: usize,
+    now: Timestamp,
+) -> Result<Option<SyncedBy>> {
+    let host = crate::store::host_name();
+    let before = tx
+        .query_opt(
+            "SELECT host, instance, at_ms, entries FROM synced_sources WHERE source = $1",
+            &[&source],
+        )
+        .await?
+        .map(|row| SyncedBy {
+            host: row.get(0),
+            instance: row.get(1),
+            at: Timestamp::from_millis(row.get(2)),
+            entries: row.get::<_, i64>(3) as u64,
+        });
+    tx.execute(
+        "INSERT INTO synced_sources (source, host, instance, at_ms, entries)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (source) DO UPDATE
+         SET host = excluded.host, instance = excluded.instance, at_ms = excluded.at_ms,
+             entries = excluded.entries",
+        &[
+            &source,
+            &host,
+            &instance,
+            &now.as_millis(),
+            &(entries as i64),
+        ],
+    )
+    .await?;
+    Ok(before.filter(|b| b.instance != instance))
 }
 
 /// How long each step of a sync took, for the debug log.

@@ -137,13 +137,16 @@ struct Running {
 struct Server {
     /// The directory of the server's socket.
     socket_dir: PathBuf,
+    /// The port in the socket's name (and on TCP, for a server that listens there).
+    port: u16,
 }
 
 impl Server {
     fn url(&self, database: &str) -> String {
         format!(
-            "postgresql://postgres@{}:{PORT}/{database}",
-            percent_encode(&self.socket_dir.to_string_lossy())
+            "postgresql://postgres@{}:{}/{database}",
+            percent_encode(&self.socket_dir.to_string_lossy()),
+            self.port
         )
     }
 
@@ -156,9 +159,7 @@ impl Server {
         unsafe {
             libc::atexit(stop_at_exit);
         }
-        let server = Server {
-            socket_dir: cluster.socket_dir.clone(),
-        };
+        let server = cluster.server();
         let exited = &RUNNING.get().expect("set above").exited;
         wait_until_ready(&server, exited, &cluster.log);
         server
@@ -173,6 +174,9 @@ struct Cluster {
     data: PathBuf,
     socket_dir: PathBuf,
     log: PathBuf,
+    port: u16,
+    /// Settings beyond the defaults of [`Cluster::launch`] (`name=value`, for `-c`).
+    settings: Vec<String>,
 }
 
 impl Cluster {
@@ -237,7 +241,50 @@ impl Cluster {
             data,
             socket_dir,
             log,
+            port: PORT,
+            settings: Vec::new(),
         }
+    }
+
+    fn server(&self) -> Server {
+        Server {
+            socket_dir: self.socket_dir.clone(),
+            port: self.port,
+        }
+    }
+
+    /// Listens on 127.0.0.1 too, on a free port, with TLS only: the Unix socket stays for the
+    /// harness, and a TCP client without TLS is turned away (`hostssl` only).
+    fn serve_tls(&mut self, cert: &Path, key: &Path) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let owned = |name: &str, from: &Path| {
+            let to = self.dir.join(name);
+            std::fs::copy(from, &to)
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", from.display()));
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("the file's mode");
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid)).expect("the file's owner");
+            }
+            to
+        };
+        let cert = owned("server.crt", cert);
+        let key = owned("server.key", key);
+        std::fs::write(
+            self.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        self.port = port;
+        self.settings.extend([
+            "listen_addresses=127.0.0.1".to_string(),
+            "ssl=on".to_string(),
+            format!("ssl_cert_file={}", cert.display()),
+            format!("ssl_key_file={}", key.display()),
+        ]);
     }
 
     /// Starts `postgres` on the cluster, from a thread that lives as long as it does.
@@ -253,14 +300,19 @@ impl Cluster {
             .arg(&self.data)
             .arg("-k")
             .arg(&self.socket_dir)
-            .args(["-p", &PORT.to_string()])
-            // No TCP at all; and a throwaway cluster needs no durability, which makes creating
-            // a database per test cheap.
+            .args(["-p", &self.port.to_string()])
+            // No TCP at all unless asked for; and a throwaway cluster needs no durability,
+            // which makes creating a database per test cheap.
             .args(["-c", "listen_addresses="])
             .args(["-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=200"])
+            .args(["-c", "max_connections=200"]);
+        for setting in &self.settings {
+            // A later `-c` wins over an earlier one.
+            postgres.args(["-c", setting]);
+        }
+        postgres
             .current_dir(&self.dir)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
@@ -299,9 +351,12 @@ impl Cluster {
                 }
             })
             .expect("a thread for the server");
-        let pid = pid.recv().expect("the server thread answers").unwrap_or_else(|e| {
-            panic!("cannot start {}: {e}", self.bin.join("postgres").display())
-        });
+        let pid = pid
+            .recv()
+            .expect("the server thread answers")
+            .unwrap_or_else(|e| {
+                panic!("cannot start {}: {e}", self.bin.join("postgres").display())
+            });
         Running {
             pid,
             dir: self.dir.clone(),
@@ -319,7 +374,27 @@ pub struct Dedicated {
 
 impl Dedicated {
     pub fn start() -> Dedicated {
-        let cluster = Cluster::create();
+        Self::start_cluster(Cluster::create())
+    }
+
+    /// A server that also takes TLS connections on 127.0.0.1 (and only TLS ones there), with
+    /// this certificate and key (PEM); [`Dedicated::tcp_url`] reaches it.
+    pub fn start_tls(cert: &Path, key: &Path) -> Dedicated {
+        let mut cluster = Cluster::create();
+        cluster.serve_tls(cert, key);
+        Self::start_cluster(cluster)
+    }
+
+    /// The URL of `database` over TCP to `host` (which must name 127.0.0.1), for a server of
+    /// [`Dedicated::start_tls`].
+    pub fn tcp_url(&self, host: &str, database: &str) -> String {
+        format!(
+            "postgresql://postgres@{host}:{}/{database}",
+            self.cluster.port
+        )
+    }
+
+    fn start_cluster(cluster: Cluster) -> Dedicated {
         let mut server = Dedicated {
             cluster,
             running: None,
@@ -330,10 +405,7 @@ impl Dedicated {
 
     /// The URL of `database` on this server.
     pub fn url(&self, database: &str) -> String {
-        Server {
-            socket_dir: self.cluster.socket_dir.clone(),
-        }
-        .url(database)
+        self.cluster.server().url(database)
     }
 
     /// Creates an empty database and returns its URL.
@@ -355,9 +427,7 @@ impl Dedicated {
             return;
         }
         let running = self.cluster.launch();
-        let server = Server {
-            socket_dir: self.cluster.socket_dir.clone(),
-        };
+        let server = self.cluster.server();
         wait_until_ready(&server, &running.exited, &self.cluster.log);
         self.running = Some(running);
     }

@@ -13,7 +13,7 @@ use super::{PgStore, migrations, test_server};
 use crate::{
     ban::{Ban, Effect, Effective},
     store::{
-        Store, StoreError, SyncReport,
+        ChangeLog, HostReport, Logged, Store, StoreError, SyncReport,
         suite::{Fixture, NOW, at, ban, banned, entries, host, listed, net, until},
     },
     visit::{VisitorDelta, merge},
@@ -566,5 +566,335 @@ async fn a_large_sync_writes_and_reports_exactly_the_delta() {
             unchanged: expected.len(),
             ..SyncReport::default()
         }
+    );
+}
+
+#[tokio::test]
+async fn every_change_takes_the_next_positions_of_the_log_and_a_pruned_log_says_so() {
+    let url = test_server::database();
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let mut heard_by_b = b.ban_changes().unwrap();
+    assert_eq!(b.head().await.unwrap(), 0);
+
+    a.add_bans(
+        vec![ban("10.0.0.2/32", "cli", ""), ban("10.0.0.1/32", "cli", "")],
+        at(NOW),
+    )
+    .await
+    .unwrap();
+    a.add_allows(vec![crate::store::suite::allow("192.0.2.0/24", "", NOW)])
+        .await
+        .unwrap();
+    b.remove_bans(vec![net("10.0.0.1/32")], None, at(NOW))
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_b).await;
+    assert_eq!(
+        *heard_by_b.borrow(),
+        3,
+        "the notification says where the log ends"
+    );
+    assert_eq!(b.head().await.unwrap(), 4);
+    assert_eq!(
+        b.changes_since(0, 100).await.unwrap(),
+        ChangeLog {
+            entries: vec![
+                (1, Logged::Ban((net("10.0.0.1/32"), banned(None)))),
+                (2, Logged::Ban((net("10.0.0.2/32"), banned(None)))),
+                (3, Logged::Allowlist),
+                (4, Logged::Ban((net("10.0.0.1/32"), Effective::Unbanned))),
+            ],
+            complete: true,
+        }
+    );
+    assert_eq!(
+        b.changes_since(2, 1).await.unwrap(),
+        ChangeLog {
+            entries: vec![(3, Logged::Allowlist)],
+            complete: true
+        },
+        "at most `limit`, from the position on"
+    );
+    assert_eq!(
+        b.changes_since(4, 10).await.unwrap(),
+        ChangeLog {
+            entries: vec![],
+            complete: true
+        }
+    );
+
+    // A change too big to list is one entry: whoever did not make it reconciles whole.
+    let big: Vec<crate::ban::ListEntry> = (0..10_001)
+        .map(|i| crate::ban::ListEntry {
+            network: host(0x0a01_0000 + i),
+            reason: String::new().into(),
+        })
+        .collect();
+    let report = a
+        .sync_source(
+            "big".into(),
+            big,
+            at(NOW),
+            std::sync::Arc::new(crate::store::Unlimited),
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.added, report.bulk_at), (10_001, Some(5)));
+    assert_eq!(
+        b.changes_since(4, 10).await.unwrap().entries,
+        [(5, Logged::Bulk)]
+    );
+
+    // Changes pruned from the log cannot be applied one by one.
+    sql(&url, "DELETE FROM ban_changes WHERE position <= 3").await;
+    assert!(!b.changes_since(1, 10).await.unwrap().complete);
+    assert!(b.changes_since(3, 10).await.unwrap().complete);
+}
+
+#[tokio::test]
+async fn a_sync_of_a_list_another_agent_synced_says_whose_list_it_replaced() {
+    let url = test_server::database();
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    async fn sync(store: &PgStore, networks: &[&str]) -> SyncReport {
+        let entries = networks.iter().map(|n| listed(n, "")).collect();
+        store
+            .sync_source(
+                "shared".into(),
+                entries,
+                at(NOW),
+                std::sync::Arc::new(crate::store::Unlimited),
+            )
+            .await
+            .unwrap()
+    }
+    assert_eq!(sync(&a, &["10.0.0.1/32"]).await.replaced, None);
+    assert_eq!(
+        sync(&a, &["10.0.0.1/32", "10.0.0.2/32"]).await.replaced,
+        None,
+        "its own list"
+    );
+    let report = sync(&b, &["10.0.0.3/32"]).await;
+    let replaced = report.replaced.expect("a's list was replaced");
+    assert_eq!(
+        (replaced.instance.as_str(), replaced.entries),
+        (a.instance().unwrap(), 2)
+    );
+    assert_eq!((report.added, report.removed), (1, 2));
+    assert_eq!(
+        sync(&a, &["10.0.0.3/32"]).await.replaced,
+        None,
+        "the same list again replaces nothing"
+    );
+}
+
+#[tokio::test]
+async fn each_agent_reports_itself_and_every_agent_sees_the_reports() {
+    let url = test_server::database();
+    let a = PgStore::connect(&url).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let report = |store: &PgStore, applied: i64, heartbeat: i64| HostReport {
+        instance: store.instance().unwrap().to_owned(),
+        host: "web-1".into(),
+        version: "0.1.0".into(),
+        interfaces: vec!["eth0".into(), "eth1".into()],
+        started: at(NOW),
+        heartbeat: at(heartbeat),
+        heartbeat_every_ms: 5_000,
+        applied,
+        bans_held: 10,
+        left_out: 2,
+        capacity_v4: 8,
+        capacity_v6: 4,
+        listening: true,
+        last_error: Some("the tables are full".into()),
+    };
+    a.report_host(report(&a, 1, NOW)).await.unwrap();
+    a.report_host(report(&a, 7, NOW + 5_000)).await.unwrap();
+    b.report_host(report(&b, 7, NOW + 5_000)).await.unwrap();
+    let hosts = b.hosts().await.unwrap();
+    assert_eq!(hosts.len(), 2, "one record an agent, rewritten: {hosts:?}");
+    let of_a = hosts
+        .iter()
+        .find(|h| Some(h.instance.as_str()) == a.instance())
+        .unwrap();
+    assert_eq!(of_a, &report(&a, 7, NOW + 5_000));
+}
+
+/// A CA, a second CA that signed nothing here, and a server certificate of the first for the
+/// name `localhost` only, made with `openssl` in `dir`.
+struct Certificates {
+    ca: std::path::PathBuf,
+    other_ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Certificates {
+    fn make(dir: &std::path::Path) -> Certificates {
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (Debian's `openssl`, installed by `cargo xtask setup`)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for name in ["ca", "other-ca"] {
+            let subject = format!("/CN=tracking test {name}");
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject];
+            args.extend(ec);
+            let (key, cert) = (format!("{name}.key"), format!("{name}.crt"));
+            args.extend(["-keyout", &key, "-out", &cert]);
+            openssl(&args);
+        }
+        let mut args = vec![
+            "req",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ];
+        args.extend(ec);
+        openssl(&args);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        Certificates {
+            ca: dir.join("ca.crt"),
+            other_ca: dir.join("other-ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_connections_check_the_server_as_the_url_asks_and_carry_the_fleets_news() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certificates::make(dir.path());
+    let server = {
+        let (cert, key) = (certs.cert.clone(), certs.key.clone());
+        tokio::task::spawn_blocking(move || test_server::Dedicated::start_tls(&cert, &key))
+            .await
+            .unwrap()
+    };
+    let admin = {
+        let server_url = server.url("postgres");
+        tokio::task::spawn_blocking(move || {
+            test_server::admin(&server_url, "CREATE DATABASE tls");
+        })
+        .await
+        .unwrap();
+        server.url("tls")
+    };
+    let url = |host: &str, query: String| format!("{}?{query}", server.tcp_url(host, "tls"));
+    let ca = certs.ca.display().to_string();
+    let other = certs.other_ca.display().to_string();
+
+    // verify-full: the chain and the name checked; the fleet's notifications come over TLS too.
+    let a = PgStore::connect(&url(
+        "localhost",
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap();
+    let b = PgStore::connect(&url(
+        "localhost",
+        format!("sslmode=require&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap();
+    let mut heard_by_b = b.ban_changes().unwrap();
+    a.add_bans(vec![ban("10.0.0.1/32", "cli", "")], at(NOW))
+        .await
+        .unwrap();
+    changed_soon(&mut heard_by_b).await;
+    assert_eq!(
+        b.list_bans().await.unwrap(),
+        [ban("10.0.0.1/32", "cli", "")]
+    );
+    assert!(
+        scalar(&admin, "SELECT count(*) FROM pg_stat_ssl WHERE ssl").await >= 3,
+        "the pools' and the listeners' connections are encrypted"
+    );
+    // require without a CA: encrypted, the server not identified (libpq's meaning).
+    PgStore::connect(&url("127.0.0.1", "sslmode=require".into()))
+        .await
+        .unwrap();
+    // verify-ca checks the chain, not the name: 127.0.0.1 is not in the certificate.
+    PgStore::connect(&url(
+        "127.0.0.1",
+        format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ))
+    .await
+    .unwrap();
+
+    let refused = |url: String| async move {
+        match PgStore::connect(&url).await {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => format!("{e} {:?}", std::error::Error::source(&e)),
+        }
+    };
+    let err = refused(url(
+        "127.0.0.1",
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .await;
+    assert!(
+        err.contains("NotValidForName") || err.contains("name"),
+        "{err}"
+    );
+    let err = refused(url(
+        "localhost",
+        format!("sslmode=verify-full&sslrootcert={other}"),
+    ))
+    .await;
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("issuer"),
+        "{err}"
+    );
+    let err = refused(url(
+        "localhost",
+        format!("sslmode=require&sslrootcert={other}"),
+    ))
+    .await;
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("issuer"),
+        "{err}"
+    );
+    let err = refused(url("localhost", "sslmode=disable".into())).await;
+    assert!(
+        err.contains("no encryption") || err.contains("pg_hba"),
+        "{err}"
     );
 }

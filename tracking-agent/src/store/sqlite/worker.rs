@@ -244,6 +244,9 @@ impl Worker {
             removed: plan.removed(),
             unchanged: plan.unchanged,
             effects: std::mem::take(&mut plan.effects),
+            // One agent per file: nobody else's list to replace.
+            replaced: None,
+            bulk_at: None,
         };
         index.apply_sync(&source, plan);
         self.garbage.push(Box::new(entries));
