@@ -48,9 +48,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let geoip = match &config.geoip_db {
-        Some(path) => Some(Arc::new(GeoIp::open(path)?)),
-        None => None,
+    let geoip = if config.geoip_db.is_empty() {
+        None
+    } else {
+        let geoip = GeoIp::open(&config.geoip_db)?;
+        tracing::info!("GeoIP: {}", geoip.describe());
+        Some(Arc::new(geoip))
     };
     let tokens = Tokens::load(
         &config.state_dir(),

@@ -21,7 +21,7 @@ use crate::{
         RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView, SyncQuery,
         SyncReply,
     },
-    geoip::Location,
+    geoip::{Attribution, Location},
     time::Timestamp,
     tracker::VisitorView,
     visit::UaRule,
@@ -68,6 +68,7 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
         page_views_total: app.tracker.page_views_total().await?,
         active: app.tracker.counts(None),
     });
+    stats.geoip = app.geoip.as_ref().map(|g| g.stats()).unwrap_or_default();
     Ok(Json(stats))
 }
 
@@ -323,6 +324,9 @@ pub struct MapVisitor {
 pub struct MapView {
     /// The GeoIP database in use, or `None` without one.
     pub geoip: Option<String>,
+    /// The credit the data's licence asks the map to show (DB-IP's), or `None`.
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
     pub visitors: Vec<MapVisitor>,
 }
 
@@ -343,6 +347,7 @@ async fn map(State(app): State<App>) -> Json<MapView> {
         .collect();
     Json(MapView {
         geoip: app.geoip.as_ref().map(|g| g.describe()),
+        attribution: app.geoip.as_ref().and_then(|g| g.attribution()),
         visitors,
     })
 }
