@@ -37,6 +37,14 @@ pub async fn open_store(db: &Database) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Runs the agent until a termination signal.
 pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    // First: a database that cannot be used is refused before the store or the socket exist.
+    let geoip = if config.geoip_db.is_empty() {
+        None
+    } else {
+        let geoip = GeoIp::open(&config.geoip_db)?;
+        tracing::info!("GeoIP: {}", geoip.describe());
+        Some(Arc::new(geoip))
+    };
     let store = open_store(&config.database).await?;
     tracing::info!("store: {}", store.describe());
     let socket = control::bind(&config.socket).await?;
@@ -47,13 +55,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr} (--http)"))?,
         ),
         None => None,
-    };
-    let geoip = if config.geoip_db.is_empty() {
-        None
-    } else {
-        let geoip = GeoIp::open(&config.geoip_db)?;
-        tracing::info!("GeoIP: {}", geoip.describe());
-        Some(Arc::new(geoip))
     };
     let tokens = Tokens::load(
         &config.state_dir(),

@@ -440,6 +440,7 @@ mod tests {
     fn a_network_known_only_to_its_country_has_no_city() {
         for (layout, _dir, geoip) in in_both_layouts() {
             let japan = geoip.locate(ip(JAPAN.probe)).unwrap();
+            assert_eq!(japan, expected(&JAPAN), "{layout}");
             assert_eq!(japan.city, None, "{layout}");
             assert_eq!(japan.country.as_deref(), Some("Japan"), "{layout}");
             assert_eq!(japan.country_code.as_deref(), Some("JP"));

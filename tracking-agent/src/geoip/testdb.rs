@@ -34,7 +34,8 @@ pub const BUILD_EPOCH: u64 = 1_795_132_800;
 /// What [`super::GeoIp::describe`] says of the test database.
 pub const DESCRIPTION: &str = "GeoIP2-City-Test 2026-11-20";
 
-/// One network of the test database and what it says.
+/// One network of the test database and what it says. Its coordinates have at most 7
+/// significant digits, so that the flat layout's 32-bit floats hold them exactly as written.
 #[derive(Clone, Copy, Debug)]
 pub struct Place {
     /// The network in the database.
@@ -121,7 +122,7 @@ pub const JAPAN: Place = Place {
     continent_code: "AS",
     continent: "Asia",
     latitude: 35.68536,
-    longitude: 139.75309,
+    longitude: 139.7531,
     time_zone: "Asia/Tokyo",
 };
 
