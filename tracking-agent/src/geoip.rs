@@ -3,9 +3,9 @@
 //! an IPv6 file (as ip-location-db publishes DB-IP City Lite); each address is looked up in the
 //! one that covers it.
 //!
-//! - [`layout`]: MaxMind's record layout and ip-location-db's flat one, told apart by metadata.
-//! - [`source`]: whether the data is DB-IP's, whose licence asks the pages for an attribution.
-//! - [`countries`]: English country names for records that carry only the code.
+//! - `layout`: MaxMind's record layout and ip-location-db's flat one, told apart by metadata.
+//! - `source`: whether the data is DB-IP's, whose licence asks the pages for an [`Attribution`].
+//! - `countries`: English country names for records that carry only the code.
 //! - `testdb` (with the `test-support` feature, for the `tests` crate, and in this crate's own
 //!   tests): test databases in both layouts, written by `mmdb`, a writer of the format.
 
@@ -25,10 +25,10 @@ use maxminddb::{MaxMindDbError, Reader};
 use serde::{Deserialize, Serialize};
 
 mod countries;
-pub mod layout;
+mod layout;
 #[cfg(any(test, feature = "test-support"))]
 mod mmdb;
-pub mod source;
+mod source;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testdb;
 

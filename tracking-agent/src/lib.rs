@@ -10,7 +10,7 @@
 //! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps; `radix`: the sort
 //!   that orders a million listed networks.
 //! - [`visit`]: visits, visitors and the session rule both stores apply.
-//! - [`geoip`]: where a visitor is, from a MaxMind City database, for the map.
+//! - [`geoip`]: where a visitor is, from city databases in the MaxMind DB format, for the map.
 //! - [`web`]: the pages; [`web::assets`] embeds their files.
 
 pub mod active;
