@@ -19,6 +19,7 @@
 //! - [`web`]: [`web::WebSite`], the agent's HTTP listener with known tokens, logins and
 //!   browsers for the tests of the HTTP side.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
+//! - [`dbip`]: DB-IP City Lite's real files, fetched by `cargo xtask setup --geoip`.
 //! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
 //! - [`raw`]: frames the socket API cannot send (VLAN tags, IPv4-mapped sources) put on the
 //!   wire, and a UDP [`raw::Sink`] counting what arrives.
@@ -46,6 +47,7 @@ pub mod bench;
 pub mod binary;
 pub mod bpffs;
 pub mod browser;
+pub mod dbip;
 pub mod echo;
 pub mod frames;
 pub mod http;

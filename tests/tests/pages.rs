@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use tests::{
     Agent, AgentOptions, Browser, Topology,
     browser::artifact_path,
+    dbip,
     http::{Request, Response},
     require_root,
 };
@@ -27,32 +28,44 @@ const SHOWS: Duration = Duration::from_secs(10);
 /// How long the HTTP listener may take to answer after the agent's socket does.
 const LISTENING: Duration = Duration::from_secs(20);
 
+/// The GeoIP databases a [`Site`]'s agent is given.
+enum Databases {
+    None,
+    /// The test City database, in MaxMind's layout.
+    TestCity,
+    /// The test databases in ip-location-db's flat layout, an IPv4 and an IPv6 file named as
+    /// DB-IP City Lite's are.
+    TestFlat,
+    /// The real DB-IP City Lite files.
+    Dbip,
+}
+
 /// A server namespace with the agent listening on `127.0.0.1:<port>`.
 struct Site {
     // Dropped first: the agent detaches before the namespaces go.
     agent: Agent,
     topology: Topology,
     http: SocketAddr,
-    /// Holds the GeoIP database, when there is one.
+    /// Holds the test GeoIP databases, when there are any.
     _geoip: TempDir,
 }
 
 impl Site {
     /// With the test City database.
     fn with_geoip() -> Site {
-        Site::start(true)
+        Site::start(Databases::TestCity)
     }
 
     fn without_geoip() -> Site {
-        Site::start(false)
+        Site::start(Databases::None)
     }
 
-    fn start(geoip: bool) -> Site {
-        Site::start_with(geoip, None, &[])
+    fn start(databases: Databases) -> Site {
+        Site::start_with(databases, None, &[])
     }
 
     /// With more arguments for the agent, and another store than its own SQLite file.
-    fn start_with(geoip: bool, database: Option<&str>, extra: &[&str]) -> Site {
+    fn start_with(databases: Databases, database: Option<&str>, extra: &[&str]) -> Site {
         require_root();
         let topology = Topology::new().expect("topology");
         // A port nothing in the fresh namespace uses: bind port 0 there, and let it go.
@@ -72,9 +85,19 @@ impl Site {
             "--hook-token".to_owned(),
             HOOK_TOKEN.to_owned(),
         ];
-        if geoip {
-            let path = dir.path().join("GeoIP2-City-Test.mmdb");
-            testdb::write_city_database(&path).expect("test GeoIP database");
+        let paths = match databases {
+            Databases::None => Vec::new(),
+            Databases::TestCity => {
+                let path = dir.path().join("GeoIP2-City-Test.mmdb");
+                testdb::write_city_database(&path).expect("test GeoIP database");
+                vec![path]
+            }
+            Databases::TestFlat => testdb::write_flat_databases(dir.path())
+                .expect("test GeoIP databases")
+                .to_vec(),
+            Databases::Dbip => dbip::files().expect("DB-IP City Lite").to_vec(),
+        };
+        for path in paths {
             args.push("--geoip-db".to_owned());
             args.push(path.display().to_string());
         }
@@ -270,6 +293,11 @@ fn the_map_shows_where_active_visitors_are() {
         .eval("document.querySelector('.map-notice').hidden")
         .unwrap();
     assert_eq!(notice_hidden, true);
+    // MaxMind's test data asks for no credit.
+    assert_eq!(
+        browser.eval(CREDIT).unwrap(),
+        json!({"hidden": true, "text": null, "href": null})
+    );
     // The world outline itself loaded (from the agent, not from anywhere else).
     let world = site.wait(
         &mut browser,
@@ -280,6 +308,124 @@ fn the_map_shows_where_active_visitors_are() {
 
     let path = screenshot(&mut browser, "map.png");
     assert!(path.exists());
+}
+
+/// The map's credit line: whether it shows, its link's text and address.
+const CREDIT: &str = "(() => { const p = document.querySelector('.map-attribution');
+    const a = p.querySelector('a');
+    return {hidden: p.hidden, text: a && a.textContent, href: a && a.getAttribute('href')}; })()";
+
+/// The DB-IP credit as [`CREDIT`] reads it when it shows.
+fn dbip_credit() -> Value {
+    json!({"hidden": false, "text": "IP Geolocation by DB-IP", "href": "https://db-ip.com"})
+}
+
+/// Whether the page as drawn needs nothing a strict Content-Security-Policy forbids: no
+/// inline script, no style attribute, no event handler attribute.
+const NOTHING_INLINE: &str = "[...document.scripts].every(s => s.src)
+    && document.querySelectorAll('[style]').length === 0
+    && ![...document.querySelectorAll('*')].some(e =>
+        [...e.attributes].some(a => a.name.startsWith('on')))";
+
+/// `[longitude, latitude]` of the marker of `country`, from where it is drawn, inverting the
+/// equirectangular projection of the 1000 x 500 map.
+fn marker_of(browser: &mut Browser, country: &str) -> Value {
+    browser
+        .eval(&format!(
+            "(() => {{ const m = [...document.querySelectorAll('circle.marker')]
+                .find(m => m.dataset.country === {});
+                if (!m) return null;
+                return [Number(m.getAttribute('cx')) / 1000 * 360 - 180,
+                        90 - Number(m.getAttribute('cy')) / 500 * 180]; }})()",
+            json!(country)
+        ))
+        .unwrap()
+}
+
+#[test]
+fn the_map_of_dbip_data_in_the_flat_layout_shows_both_families_and_credits_dbip() {
+    let site = Site::start(Databases::TestFlat);
+    site.visit(LONDON.probe, "london-1", "/blog/post", None);
+    site.visit(SAN_DIEGO.probe, "san-diego-1", "/", Some("bob"));
+
+    let mut browser = site.browser();
+    browser.goto(&site.url("/map")).unwrap();
+    let places = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const places = {};
+                return places.includes('London, United Kingdom')
+                    && places.includes('San Diego, United States')
+                    && document.querySelectorAll('circle.marker').length === 2
+                    && places; }})()",
+            texts("table.map-list td.place")
+        ),
+    );
+    assert_eq!(strings(&places).len(), 2, "{places}");
+    let summary = browser
+        .eval("document.querySelector('.map-summary').textContent")
+        .unwrap();
+    assert!(
+        summary.as_str().unwrap().contains(testdb::FLAT_DESCRIPTION),
+        "{summary}"
+    );
+    assert_eq!(browser.eval(CREDIT).unwrap(), dbip_credit());
+    assert_eq!(browser.eval(NOTHING_INLINE).unwrap(), true);
+    screenshot(&mut browser, "map-flat.png");
+
+    // The dashboard's map carries the credit too.
+    browser.goto(&site.url("/")).unwrap();
+    site.wait(
+        &mut browser,
+        "document.querySelectorAll('#map circle.marker').length === 2
+            && !document.querySelector('#map .map-attribution').hidden",
+    );
+    assert_eq!(browser.eval(CREDIT).unwrap(), dbip_credit());
+    assert_eq!(browser.eval(NOTHING_INLINE).unwrap(), true);
+}
+
+#[test]
+fn the_map_with_dbip_city_lite_shows_well_known_addresses_in_their_countries() {
+    let site = Site::start(Databases::Dbip);
+    for (n, known) in dbip::WELL_KNOWN.iter().enumerate() {
+        site.visit(known.ip, &format!("known-{n}"), "/", None);
+    }
+
+    let mut browser = site.browser();
+    browser.goto(&site.url("/map")).unwrap();
+    // RIPE's IPv4 and IPv6 addresses are both in Amsterdam: one marker for the two.
+    let places = site.wait(
+        &mut browser,
+        &format!(
+            "(() => {{ const places = {};
+                const markers = [...document.querySelectorAll('circle.marker')];
+                return places.length === 3
+                    && places.filter(p => p.endsWith(', United States')).length === 1
+                    && places.filter(p => p.endsWith(', Netherlands')).length === 2
+                    && markers.some(m => m.dataset.country === 'United States')
+                    && markers.some(m => m.dataset.country === 'Netherlands')
+                    && places; }})()",
+            texts("table.map-list td.place")
+        ),
+    );
+    println!("DB-IP City Lite places them in: {places}");
+    let us = marker_of(&mut browser, "United States");
+    let (lon, lat) = (us[0].as_f64().unwrap(), us[1].as_f64().unwrap());
+    assert!(
+        (-125.0..=-66.0).contains(&lon) && (24.0..=50.0).contains(&lat),
+        "the US marker is drawn at {lon}, {lat}"
+    );
+    let nl = marker_of(&mut browser, "Netherlands");
+    let (lon, lat) = (nl[0].as_f64().unwrap(), nl[1].as_f64().unwrap());
+    assert!(
+        (3.3..=7.3).contains(&lon) && (50.7..=53.6).contains(&lat),
+        "the Dutch marker is drawn at {lon}, {lat}"
+    );
+    let counts = browser.eval(&texts("text.marker-count")).unwrap();
+    assert_eq!(strings(&counts), ["2"], "{counts}");
+    assert_eq!(browser.eval(CREDIT).unwrap(), dbip_credit());
+    assert_eq!(browser.eval(NOTHING_INLINE).unwrap(), true);
+    screenshot(&mut browser, "map-dbip.png");
 }
 
 #[test]
@@ -768,7 +914,7 @@ fn the_admin_page_searches_and_pages_a_million_bans() {
 fn the_dashboard_shows_the_fleet_and_the_host_whose_tables_are_full() {
     let postgres = tracking_agent::store::postgres::test_server::Dedicated::start();
     let url = postgres.database("dashboard");
-    let site = Site::start_with(false, Some(&url), &["--fleet-heartbeat", "1s"]);
+    let site = Site::start_with(Databases::None, Some(&url), &["--fleet-heartbeat", "1s"]);
     let _small = tests::site::Site::with_options(|o| {
         o.database(&url)
             .args(["--fleet-heartbeat", "1s", "--max-bans-v4", "1"])

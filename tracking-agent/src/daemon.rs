@@ -94,6 +94,18 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let socket = config.socket.clone();
+    let result = serve_until(config, listeners, shutdown).await;
+    // Stopped or failed to start, the socket goes: a CLI finding it would wait on nobody.
+    let _ = std::fs::remove_file(&socket);
+    result
+}
+
+async fn serve_until(
+    config: AgentConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     // Everything the agent creates (the database and its journals, tokens) is its own: session
     // keys, addresses and user names are nobody else's business.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
@@ -108,6 +120,14 @@ pub async fn run(
         );
         limits.max_connections = room.max(1);
     }
+    // First: a database that cannot be used is refused before the store opens.
+    let geoip = if config.geoip_db.is_empty() {
+        None
+    } else {
+        let geoip = GeoIp::open(&config.geoip_db)?;
+        tracing::info!("GeoIP: {}", geoip.describe());
+        Some(Arc::new(geoip))
+    };
     let store = open_store(&config.database).await?;
     tracing::info!("store: {}", store.describe());
     private_state_dir(&config);
@@ -115,10 +135,6 @@ pub async fn run(
         control: socket,
         http,
     } = listeners;
-    let geoip = match &config.geoip_db {
-        Some(path) => Some(Arc::new(GeoIp::open(path)?)),
-        None => None,
-    };
     let tokens = Tokens::load(
         &config.state_dir(),
         config.hook_token.clone(),
@@ -263,7 +279,6 @@ pub async fn run(
     tasks.shutdown().await;
     drop(app);
     tracker_tasks.shutdown().await;
-    let _ = std::fs::remove_file(&config.socket);
     tracing::info!(
         "stopped; the filter keeps dropping from its pins (`tracking agent detach` removes it)"
     );

@@ -823,6 +823,7 @@ impl Engine {
             bans_v6: v6,
             monitor: p.maps.monitor(),
             visits: None,
+            geoip: Vec::new(),
         })
     }
 

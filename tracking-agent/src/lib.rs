@@ -14,7 +14,7 @@
 //! - [`visit`]: visits, visitors and the session rule both stores apply; [`tracker`]: what
 //!   happens to a visit hook; [`backlog`]: answered visits waiting for the store, and their
 //!   writer.
-//! - [`geoip`]: where a visitor is, from a MaxMind City database, for the map.
+//! - [`geoip`]: where a visitor is, from city databases in the MaxMind DB format, for the map.
 //! - [`web`]: the pages; [`web::assets`] embeds their files.
 
 pub mod active;

@@ -9,7 +9,7 @@ use std::{ffi::OsString, path::PathBuf};
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build,
+    build, geoip,
     process::{self, cargo, command, execute, target_dir},
     setup,
 };
@@ -22,12 +22,15 @@ pub fn run(names: Vec<String>, quick: bool, out: Option<PathBuf>) -> anyhow::Res
         );
     }
     setup::run()?;
+    // The active-counts benchmark times the map with the real files.
+    geoip::fetch()?;
     let agent = build::agent(build::Profile::Release)?;
     execute(cargo().args(["build", "--release", "--package", "tests", "--bin", "bench"]))?;
     let mut bench = command(target_dir().join("release").join("bench"));
     bench
         .args(runner_args(names, quick, out))
-        .env("TRACKING_BIN", &agent);
+        .env("TRACKING_BIN", &agent)
+        .env("TRACKING_DBIP_DIR", geoip::DIR);
     execute(&mut bench).context("benchmarks failed")
 }
 

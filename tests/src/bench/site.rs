@@ -272,9 +272,14 @@ pub struct Answer {
 impl KeepAlive {
     /// `GET path` with the hook token; reads the whole answer.
     pub fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
+        self.get_as(path, HOOK_TOKEN)
+    }
+
+    /// `GET path` with `token` (the admin one for the admin API).
+    pub fn get_as(&mut self, path: &str, token: &str) -> anyhow::Result<Answer> {
         write!(
             self.writer,
-            "GET {path} HTTP/1.1\r\nHost: {ADDR}\r\nAuthorization: Bearer {HOOK_TOKEN}\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {ADDR}\r\nAuthorization: Bearer {token}\r\n\r\n"
         )?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;

@@ -299,6 +299,16 @@ pub fn stats(s: &StatsView) -> String {
             );
         }
     }
+    for db in &s.geoip {
+        let _ = writeln!(
+            out,
+            "GeoIP {} ({}): {} record{} could not be decoded",
+            db.path.display(),
+            db.database,
+            db.decode_failures,
+            if db.decode_failures == 1 { "" } else { "s" }
+        );
+    }
     if !s.top.is_empty() {
         out.push('\n');
         out.push_str(&table(

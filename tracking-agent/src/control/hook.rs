@@ -54,7 +54,7 @@ pub(super) fn routes() -> Router<App> {
 /// Adds `Server-Timing: app;dur=<ms>`, to the microsecond: how long the agent took to answer,
 /// without the network and the client, so that the cost of a count can be told from the cost
 /// of HTTP (the benchmark of active counts reads it). Two clock reads and a short header.
-async fn server_timing(request: Request, next: Next) -> Response {
+pub(super) async fn server_timing(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(request).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;

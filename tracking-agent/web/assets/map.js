@@ -26,7 +26,8 @@ function placeKey(location) {
 
 /**
  * A live map in `root`, which holds (all optional but the map itself):
- * `.world` (the map), `.map-notice`, `.map-summary`, and `table.map-list tbody`.
+ * `.world` (the map), `.map-notice`, `.map-summary`, `.map-attribution` (the credit the
+ * data's licence asks for, e.g. DB-IP's) and `table.map-list tbody`.
  * `refresh()` loads `GET /v1/map`; `refreshSoon()` does so once after a burst of events.
  */
 export class MapView {
@@ -35,6 +36,7 @@ export class MapView {
     this.world = root.querySelector(".world");
     this.notice = root.querySelector(".map-notice");
     this.summary = root.querySelector(".map-summary");
+    this.attribution = root.querySelector(".map-attribution");
     this.list = root.querySelector("table.map-list tbody");
     this.selected = null;
     this.world.replaceChildren(
@@ -81,8 +83,18 @@ export class MapView {
       const what = `${located.length} of ${visitors.length} active visitor${visitors.length === 1 ? "" : "s"} located`;
       this.summary.textContent = geoip ? `${what} · ${geoip}` : `${visitors.length} active visitor${visitors.length === 1 ? "" : "s"}`;
     }
+    this.drawCredit(data ? data.attribution : null);
     this.drawMarkers(located);
     this.drawList(visitors);
+  }
+
+  /** The data's credit, `{text, url}` from the agent, as a link; nothing without one. */
+  drawCredit(attribution) {
+    if (!this.attribution) return;
+    this.attribution.hidden = !attribution;
+    this.attribution.replaceChildren(
+      ...(attribution ? [el("a", { href: attribution.url, rel: "noopener", text: attribution.text })] : []),
+    );
   }
 
   drawMarkers(located) {
