@@ -76,7 +76,10 @@ fn the_check_answers_what_the_filter_enforces() {
 
     assert!(site.banned("198.51.100.7"), "inside a banned network");
     assert!(site.banned("203.0.113.9"), "a banned address");
-    assert!(site.banned("2001:db8:bad::1"), "inside a banned IPv6 network");
+    assert!(
+        site.banned("2001:db8:bad::1"),
+        "inside a banned IPv6 network"
+    );
     assert!(site.banned("::ffff:198.51.100.7"), "IPv4-mapped");
     assert!(!site.banned("198.51.101.7"), "outside");
     assert!(!site.banned("203.0.113.10"), "next to a banned address");
@@ -121,7 +124,10 @@ fn a_bad_address_or_a_missing_token_is_refused() {
         let r = site.get(path, token);
         assert_eq!(r.status, status, "{path}: {}", r.text());
         let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
-        assert!(error.contains(text), "{path}: `{error}` should say `{text}`");
+        assert!(
+            error.contains(text),
+            "{path}: `{error}` should say `{text}`"
+        );
     };
     says(
         "/v1/check?ip=300.1.1.1",
@@ -133,5 +139,10 @@ fn a_bad_address_or_a_missing_token_is_refused() {
     says("/v1/check", Some(HOOK), 400, "ip");
     says("/v1/check?ip=192.0.2.1&x=1", Some(HOOK), 400, "x");
     says("/v1/check?ip=192.0.2.1", None, 401, "hook token");
-    says("/v1/check?ip=192.0.2.1", Some("wrong"), 401, "wrong hook token");
+    says(
+        "/v1/check?ip=192.0.2.1",
+        Some("wrong"),
+        401,
+        "wrong hook token",
+    );
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 import ssl
 import threading
@@ -28,9 +29,20 @@ class AgentRefused(Exception):
         self.details = details
 
 
-#: Errors of a kept-alive connection the agent closed while it was idle: the request never
-#: reached the agent, so it is sent again once on a new connection.
+#: Errors of a kept-alive connection the agent closed: a GET is sent again once on a new
+#: connection. A POST is not (the agent may have taken it before closing); the sender keeps the
+#: batch and tries again later.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """Whether the agent closed an idle kept-alive connection: it is readable (at its end)
+    while no answer is due."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class Agent:
@@ -56,6 +68,8 @@ class Agent:
                 conn = http.client.HTTPConnection(s.agent_host, s.agent_port,
                                                   timeout=s.agent_timeout)
             self._local.conn = conn
+        elif conn.sock is not None and _dropped(conn.sock):
+            conn.close()
         return conn
 
     def close(self) -> None:
@@ -86,7 +100,7 @@ class Agent:
                 data = response.read()
             except _STALE as error:
                 self.close()
-                if reused and attempt == 1:
+                if reused and attempt == 1 and method == "GET":
                     continue
                 raise AgentUnavailable(f"{self.describe()}: {_describe(error)}") from error
             except (OSError, http.client.HTTPException) as error:
