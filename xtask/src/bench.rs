@@ -27,7 +27,8 @@ pub fn run(names: Vec<String>, quick: bool, out: Option<PathBuf>) -> anyhow::Res
     let mut bench = command(target_dir().join("release").join("bench"));
     bench
         .args(runner_args(names, quick, out))
-        .env("TRACKING_BIN", &agent);
+        .env("TRACKING_BIN", &agent)
+        .env("TRACKING_DJANGO_VENVS", crate::django::venvs_dir());
     execute(&mut bench).context("benchmarks failed")
 }
 

@@ -6,11 +6,13 @@
 //! - [`run`]: builds the agent and runs it on the interface of the default route.
 //! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
 //! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
+//! - [`django`]: the Django package's Python environments and its pytest suite.
 //! - [`route`]: finds the interface of the default route.
 //! - [`process`]: how child processes are found, started and reported.
 
 mod bench;
 mod build;
+mod django;
 mod process;
 mod route;
 mod run;

@@ -4,7 +4,8 @@
 //! What the build needs: nightly with `rust-src` (the XDP program is built with
 //! `-Z build-std=core`), and bpf-linker, which links against LLVM 22. What the test suite needs:
 //! `ip` and `nsenter` for network namespaces, bpftool to inspect programs, a PostgreSQL server
-//! and chromium for the tests that use them; wrk for the benchmarks.
+//! and chromium for the tests that use them; wrk for the benchmarks; the Django package's
+//! Python environments (see [`crate::django`]).
 
 use anyhow::{Context as _, bail};
 
@@ -30,6 +31,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the PostgreSQL store's tests start a throwaway server",
     ),
     ("chromium", "the admin and map pages' browser tests"),
+    (
+        "python3-venv",
+        "the Django package's test environments (`/usr/bin/python3 -m venv`)",
+    ),
     ("wrk", "the hook benchmark's HTTP load generator"),
     (
         "nftables",
@@ -54,6 +59,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_components()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    crate::django::setup()?;
     println!("setup: everything is in place");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup,
-//! clippy, a build of the agent, and every test of the workspace as root.
+//! clippy, a build of the agent, every test of the workspace as root, and the Django package's
+//! pytest suite in each of its environments.
 //!
 //! The suite attaches XDP programs, creates network namespaces and pins maps in bpffs, so it
 //! needs root; without root it stops and says so instead of skipping those tests.
@@ -9,7 +10,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build,
+    build, django,
     process::{self, cargo, execute},
     setup,
 };
@@ -49,8 +50,14 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     }
     test.args(&cargo_args)
         .env("TRACKING_TEST_ROOT", "1")
-        .env("TRACKING_BIN", Path::new(&agent));
-    execute(&mut test).context("tests failed")
+        .env("TRACKING_BIN", Path::new(&agent))
+        .env("TRACKING_DJANGO_VENVS", django::venvs_dir());
+    execute(&mut test).context("tests failed")?;
+    // The whole suite includes the Python one; a run narrowed by arguments is cargo's alone.
+    if cargo_args.is_empty() {
+        django::test(&agent)?;
+    }
+    Ok(())
 }
 
 /// Whether the extra arguments choose packages themselves, which `--workspace` would override.

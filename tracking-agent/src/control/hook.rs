@@ -618,10 +618,7 @@ mod tests {
             check_ip("::ffff:192.0.2.1").unwrap().to_string(),
             "192.0.2.1"
         );
-        assert_eq!(
-            check_ip("2001:db8::1").unwrap().to_string(),
-            "2001:db8::1"
-        );
+        assert_eq!(check_ip("2001:db8::1").unwrap().to_string(), "2001:db8::1");
         assert_eq!(
             check_ip("300.1.1.1").unwrap_err(),
             "`ip`: `300.1.1.1` is not an IPv4 or IPv6 address"
