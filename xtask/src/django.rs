@@ -64,13 +64,22 @@ pub fn setup() -> anyhow::Result<()> {
         execute(
             command(&pip)
                 .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(package_dir().join("requirements").join(format!("{name}.txt"))),
+                .arg(
+                    package_dir()
+                        .join("requirements")
+                        .join(format!("{name}.txt")),
+                ),
         )?;
         // Editable, so that the tests see the sources as they are; without build isolation,
         // with the pinned setuptools just installed.
         execute(
             command(&pip)
-                .args(["install", "--quiet", "--disable-pip-version-check", "--no-deps"])
+                .args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                ])
                 .args(["--no-build-isolation", "--editable"])
                 .arg(package_dir()),
         )?;
@@ -127,6 +136,9 @@ mod tests {
     fn the_tests_harness_looks_for_the_same_environments() {
         let harness =
             std::fs::read_to_string(workspace_root().join("tests/src/django.rs")).unwrap();
-        assert!(harness.contains(&format!("{VENVS:?}")), "tests/src/django.rs VENVS");
+        assert!(
+            harness.contains(&format!("{VENVS:?}")),
+            "tests/src/django.rs VENVS"
+        );
     }
 }

@@ -15,8 +15,10 @@ import logging
 import re
 import time
 
+from django.contrib.auth import SESSION_KEY
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpResponse, HttpResponseForbidden
+from django.utils.functional import SimpleLazyObject, empty
 
 from . import runtime
 from .address import client_address
@@ -31,14 +33,43 @@ _LIMITS = {"session_key": 256, "user_agent": 2048, "user": 256, "referrer": 4096
 _ADDRESS = "tracking_client_ip"
 
 
+#: Client addresses by what the server and the proxies said: parsing addresses is most of
+#: what working one out costs, and the same few come again and again.
+_ADDRESSES: dict[tuple, str | None] = {}
+_MAX_ADDRESSES = 10_000
+
+
 def _client(request, settings) -> str | None:
     cached = getattr(request, _ADDRESS, None)
     if cached is not None:
         return cached
-    address = client_address(request.META, settings.trusted_proxies)
-    text = None if address is None else str(address)
+    meta = request.META
+    said = (meta.get("REMOTE_ADDR"), meta.get("HTTP_X_FORWARDED_FOR") if settings.trusted_proxies
+            else None, settings.trusted_proxies)
+    try:
+        text = _ADDRESSES[said]
+    except KeyError:
+        address = client_address(meta, settings.trusted_proxies)
+        text = None if address is None else str(address)
+        if len(_ADDRESSES) >= _MAX_ADDRESSES:
+            _ADDRESSES.clear()
+        _ADDRESSES[said] = text
     setattr(request, _ADDRESS, text)
     return text
+
+
+def _username(request, session) -> str | None:
+    """The logged-in user's name, without making Django look the user up when nobody asked for
+    them yet and the session holds no user (a guest: the common case, and a lookup's cost)."""
+    user = request.__dict__.get("user")
+    if user is None:
+        return None
+    if (isinstance(user, SimpleLazyObject) and user._wrapped is empty and session is not None
+            and session.get(SESSION_KEY) is None):
+        return None
+    if not user.is_authenticated:
+        return None
+    return _text(str(user.get_username()).strip(), "user")
 
 
 def _header(value: str | None) -> str | None:
@@ -124,15 +155,12 @@ class VisitorTrackingMiddleware:
                     and not session.is_empty()):
                 session.save()
                 session_key = session.session_key
-        user = getattr(request, "user", None)
-        username = None
-        if user is not None and user.is_authenticated:
-            username = _text(str(user.get_username()).strip(), "user")
+        username = _username(request, session)
         meta = request.META
         return (
             time.time(),
             ip,
-            _text(session_key, "session_key"),
+            session_key if session_key is None or len(session_key) <= 256 else None,
             _text(_header(meta.get("HTTP_USER_AGENT")), "user_agent"),
             username,
             _text(_header(meta.get("HTTP_REFERER")), "referrer"),

@@ -21,8 +21,6 @@ import queue
 import re
 import threading
 import time
-from datetime import datetime, timezone
-
 from .agent import Agent, AgentRefused, AgentUnavailable
 
 log = logging.getLogger("tracking")
@@ -40,8 +38,8 @@ _NAMED = re.compile(r"^visit (\d+): (.*)$")
 def visit_json(visit: tuple) -> str:
     """The JSON of a queued visit ``(at, ip, session_key, user_agent, user, referrer, url)``."""
     at, ip, session_key, user_agent, user, referrer, url = visit
-    stamp = datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
-    body = {"ip": ip, "url": url, "at": stamp.replace("+00:00", "Z")}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+    body = {"ip": ip, "url": url, "at": stamp}
     if session_key:
         body["session_key"] = session_key
     if user_agent:
@@ -73,7 +71,7 @@ class Sender:
         self.flush_timeout = flush_timeout
         self.stats = Stats()
         # Bounded by ``_pending``, which counts the batch in hand too.
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queue_size = queue_size
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -12,11 +12,13 @@
 //! - [`hook`]: visits a second through the HTTP hook, SQLite and PostgreSQL, against an HTTP floor.
 //! - [`active`]: active counts from memory at the server, against COUNT queries on each store.
 //! - [`memory`]: kernel memory of the maps, and the agent's peak RSS under the hook's load.
+//! - [`django`]: request latency through Django with and without the package's middleware.
 //! - [`site`] and [`wrk`]: the agent or the floor in a namespace, and the load generator;
 //!   [`cpu`]: who used the cores meanwhile.
 
 pub mod active;
 pub mod cpu;
+pub mod django;
 pub mod firewall;
 pub mod flood;
 pub mod hook;

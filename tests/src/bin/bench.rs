@@ -6,7 +6,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use tests::bench::{self, Report, Scale};
 
-const ALL: [&str; 6] = ["packet", "flood", "load", "hook", "active", "memory"];
+const ALL: [&str; 7] = [
+    "packet", "flood", "load", "hook", "active", "memory", "django",
+];
 
 fn main() -> ExitCode {
     let mut names = Vec::new();
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             "hook" => bench::hook::run(scale),
             "active" => bench::active::run(scale),
             "memory" => bench::memory::run(scale),
+            "django" => bench::django::run(scale),
             _ => unreachable!("checked above"),
         };
         match result {
