@@ -48,13 +48,22 @@ impl Fixture {
             AgentOptions::new(topology.server_iface()).args(["--http", AGENT]),
         )
         .expect("agent");
-        // The tokens the agent generated next to its database, as a site would read them.
+        // The tokens the agent generated next to its database, as a site would read them; it
+        // writes them once its socket answers.
         let hook_file = agent.dir().join("hook-token");
         let admin_file = agent.dir().join("admin-token");
-        let admin_token = std::fs::read_to_string(&admin_file)
-            .unwrap_or_else(|e| panic!("{}: {e}", admin_file.display()))
-            .trim()
-            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let admin_token = loop {
+            match std::fs::read_to_string(&admin_file) {
+                Ok(token) if hook_file.exists() && !token.trim().is_empty() => {
+                    break token.trim().to_owned();
+                }
+                Err(e) if Instant::now() > deadline => {
+                    panic!("{}: {e}\n{}", admin_file.display(), agent.log_tail())
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
         let options = DjangoOptions::new(SocketAddr::new("::".parse().unwrap(), DJANGO_PORT))
             .workers(3)
             .env("TRACKING_AGENT_URL", format!("http://{AGENT}"))

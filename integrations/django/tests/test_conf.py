@@ -27,6 +27,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.hook_token, s.admin_token, s.trusted_proxies) == (None, None, ())
     assert (s.ban_cache_seconds, s.fail_closed, s.active_cache_seconds) == (5.0, False, 1.0)
     assert (s.queue_size, s.batch_size, s.batch_interval) == (10_000, 500, 0.1)
+    assert (s.agent_timeout, s.send_timeout, s.flush_timeout) == (1.0, 30.0, 2.0)
     assert s.no_tracking_prefixes == ()
     assert s.map_template == "tracking/visitor_map.html"
 

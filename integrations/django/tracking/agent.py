@@ -49,8 +49,9 @@ class Agent:
     """One agent, as ``settings`` names it. Safe to share between threads: each thread keeps a
     connection of its own."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, timeout: float | None = None):
         self.settings = settings
+        self.timeout = settings.agent_timeout if timeout is None else timeout
         self._local = threading.local()
 
     def describe(self) -> str:
@@ -62,11 +63,11 @@ class Agent:
             s = self.settings
             if s.agent_tls:
                 conn = http.client.HTTPSConnection(
-                    s.agent_host, s.agent_port, timeout=s.agent_timeout,
+                    s.agent_host, s.agent_port, timeout=self.timeout,
                     context=ssl.create_default_context())
             else:
                 conn = http.client.HTTPConnection(s.agent_host, s.agent_port,
-                                                  timeout=s.agent_timeout)
+                                                  timeout=self.timeout)
             self._local.conn = conn
         elif conn.sock is not None and _dropped(conn.sock):
             conn.close()

@@ -64,8 +64,12 @@ class Settings:
     batch_size: int
     #: How long the sender waits for more visits before it posts a batch, in seconds.
     batch_interval: float
-    #: Connect and read timeout of a call to the agent, in seconds.
+    #: Connect and read timeout of a call to the agent in a request, in seconds.
     agent_timeout: float
+    #: Connect and read timeout of the sender's batches, in seconds. Longer than a request's:
+    #: nobody waits for it, and a batch the agent took but did not answer in time is sent
+    #: again, and counted twice.
+    send_timeout: float
     #: How long the process waits at exit for queued visits to be sent, in seconds.
     flush_timeout: float
     #: The map page's template (django-user-tracking's ``DEFAULT_TRACKING_TEMPLATE``).
@@ -231,6 +235,7 @@ def load(source: Any) -> Settings:
         batch_size=r.integer("TRACKING_BATCH_SIZE", 500, minimum=1, maximum=MAX_BATCH),
         batch_interval=r.number("TRACKING_BATCH_INTERVAL", 0.1, maximum=60),
         agent_timeout=r.number("TRACKING_AGENT_TIMEOUT", 1.0, minimum=0.001, maximum=60),
+        send_timeout=r.number("TRACKING_SEND_TIMEOUT", 30.0, minimum=0.001, maximum=600),
         flush_timeout=r.number("TRACKING_FLUSH_TIMEOUT", 2.0, maximum=600),
         map_template=r.template("DEFAULT_TRACKING_TEMPLATE"),
     )

@@ -39,7 +39,7 @@ class Runtime:
                 if self._sender is None:
                     s = self.settings
                     # A connection of its own: the sender is the only thread that uses it.
-                    self._sender = Sender(Agent(s), token, queue_size=s.queue_size,
+                    self._sender = Sender(Agent(s, s.send_timeout), token, queue_size=s.queue_size,
                                           batch_size=s.batch_size,
                                           batch_interval=s.batch_interval,
                                           flush_timeout=s.flush_timeout)
