@@ -13,12 +13,15 @@ use std::{
 
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tempfile::TempDir;
 use tests::{
-    Agent, AgentOptions, Topology,
+    Agent, AgentOptions, Browser, Topology,
+    browser::artifact_path,
     django::{Django, DjangoOptions, Venv},
     http::{Request, Response},
     require_root,
 };
+use tracking_agent::geoip::testdb::{self, LINKOPING, LONDON, MILTON};
 
 /// Where the agent listens inside the server namespace (the package's default).
 const AGENT: &str = "127.0.0.1:8080";
@@ -36,18 +39,33 @@ struct Fixture {
     agent: Agent,
     topology: Topology,
     admin_token: String,
+    /// Holds the agent's GeoIP database, when it has one.
+    _geoip: Option<TempDir>,
 }
 
 impl Fixture {
     fn new(venv: &str) -> Fixture {
+        Fixture::start(venv, false)
+    }
+
+    /// With the test City database: visitors from its addresses are on the map.
+    fn with_geoip(venv: &str) -> Fixture {
+        Fixture::start(venv, true)
+    }
+
+    fn start(venv: &str, geoip: bool) -> Fixture {
         require_root();
         let venv = Venv::find(venv).unwrap_or_else(|e| panic!("{e}"));
         let topology = Topology::new().expect("topology");
-        let agent = Agent::start(
-            topology.server(),
-            AgentOptions::new(topology.server_iface()).args(["--http", AGENT]),
-        )
-        .expect("agent");
+        let mut options = AgentOptions::new(topology.server_iface()).args(["--http", AGENT]);
+        let geoip = geoip.then(|| {
+            let dir = tempfile::tempdir().expect("a directory");
+            let path = dir.path().join("City.mmdb");
+            testdb::write_city_database(&path).expect("test GeoIP database");
+            options = options.clone().arg("--geoip-db").arg(&path);
+            dir
+        });
+        let agent = Agent::start(topology.server(), options).expect("agent");
         // The tokens the agent generated next to its database, as a site would read them; it
         // writes them once its socket answers.
         let hook_file = agent.dir().join("hook-token");
@@ -81,6 +99,7 @@ impl Fixture {
             agent,
             topology,
             admin_token,
+            _geoip: geoip,
         }
     }
 
@@ -605,6 +624,94 @@ fn several_workers_each_send_their_visits(venv: &str) {
         4,
         "no session, one visitor an address: {views:?}"
     );
+}
+
+#[test]
+fn the_map_and_live_pages_update_in_a_browser_as_visitors_come_and_go() {
+    let f = Fixture::with_geoip("django-5.2");
+    // Visitors from the test database's places, all behind the trusted proxy.
+    let mut london = f.visitor(proxy(&f.topology));
+    london.get_with(&f, "/", &[("X-Forwarded-For", LONDON.probe)]);
+    let mut milton = f.visitor(proxy(&f.topology));
+    milton.get_with(&f, "/blog/one/", &[("X-Forwarded-For", MILTON.probe)]);
+
+    // The browser logs in as alice (a visitor too, from an address the database does not know).
+    let mut browser = Browser::launch(f.topology.client()).expect("chromium");
+    let site = format!("http://{}:{DJANGO_PORT}", f.topology.server_v4());
+    browser.goto(&format!("{site}/enter/alice/")).unwrap();
+    browser.goto(&format!("{site}/tracking/map/")).unwrap();
+    let shows = |browser: &mut Browser, expression: &str| {
+        browser
+            .wait_for(expression, ARRIVES)
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", f.django.log_tail(), browser.log_tail()))
+    };
+    shows(
+        &mut browser,
+        "document.querySelectorAll('circle.marker').length === 2
+            && document.querySelector('.tracking-world img').naturalWidth > 0",
+    );
+    let title = browser
+        .eval("document.title + ' | ' + document.querySelector('.tracking-summary').textContent")
+        .unwrap();
+    assert_eq!(
+        title,
+        format!(
+            "The example site's visitors | 3 active visitors · {}",
+            testdb::DESCRIPTION
+        )
+    );
+    // London's marker sits where the equirectangular projection puts it.
+    let at = browser
+        .eval(
+            "[...document.querySelectorAll('circle.marker')].filter(c =>
+                c.querySelector('title').textContent.startsWith('London'))
+                .map(c => [Number(c.getAttribute('cx')), Number(c.getAttribute('cy'))])[0]",
+        )
+        .unwrap();
+    let expected = [
+        (LONDON.longitude + 180.0) / 360.0 * 1000.0,
+        (90.0 - LONDON.latitude) / 180.0 * 500.0,
+    ];
+    for (i, want) in expected.iter().enumerate() {
+        assert!(
+            (at[i].as_f64().unwrap() - want).abs() < 0.1,
+            "London at {at}"
+        );
+    }
+
+    // A newcomer shows without a reload: the page polls its data.
+    browser.eval("window.__notReloaded = true").unwrap();
+    let mut linkoping = f.visitor(proxy(&f.topology));
+    linkoping.get_with(&f, "/", &[("X-Forwarded-For", LINKOPING.probe)]);
+    shows(
+        &mut browser,
+        "window.__notReloaded && document.querySelectorAll('circle.marker').length === 3
+            && [...document.querySelectorAll('.tracking-list td')].some(td =>
+                td.textContent === 'Linköping, Sweden')",
+    );
+    let path = artifact_path("pages/django-map.png");
+    let png = browser.save_screenshot(&path).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    println!("screenshot: {}", path.display());
+
+    browser.goto(&format!("{site}/tracking/live/")).unwrap();
+    shows(
+        &mut browser,
+        "document.querySelectorAll('.tracking-list tr[data-key]').length === 4
+            && document.querySelector('[data-count=visitors]').textContent === '4'",
+    );
+    browser.eval("window.__notReloaded = true").unwrap();
+    let mut bob = f.visitor(f.client_v6(0));
+    bob.get(&f, "/enter/bob/");
+    shows(
+        &mut browser,
+        "window.__notReloaded && document.querySelectorAll('.tracking-list tr[data-key]').length === 5
+            && document.querySelector('[data-count=registered]').textContent === '2'
+            && [...document.querySelectorAll('.tracking-list td')].some(td => td.textContent === 'bob')",
+    );
+    let path = artifact_path("pages/django-live.png");
+    browser.save_screenshot(&path).expect("screenshot");
+    println!("screenshot: {}", path.display());
 }
 
 /// Each scenario once with every Django the package supports.
