@@ -5,9 +5,11 @@
 
 use std::{
     io::{self, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     time::Duration,
 };
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::netns::Netns;
 
@@ -75,7 +77,22 @@ impl Request {
 
     /// Sends the request to `addr` from inside `netns` and reads the whole answer.
     pub fn send(&self, netns: &Netns, addr: SocketAddr) -> io::Result<Response> {
-        let mut stream = netns.run(|| TcpStream::connect_timeout(&addr, TIMEOUT))?;
+        let stream = netns.run(|| TcpStream::connect_timeout(&addr, TIMEOUT))?;
+        self.send_on(stream, addr)
+    }
+
+    /// [`Request::send`] from the source address `from`, one of the namespace's own.
+    pub fn send_from(&self, netns: &Netns, from: IpAddr, addr: SocketAddr) -> io::Result<Response> {
+        let stream = netns.run(|| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            socket.bind(&SockAddr::from(SocketAddr::new(from, 0)))?;
+            socket.connect_timeout(&SockAddr::from(addr), TIMEOUT)?;
+            io::Result::Ok(TcpStream::from(socket))
+        })?;
+        self.send_on(stream, addr)
+    }
+
+    fn send_on(&self, mut stream: TcpStream, addr: SocketAddr) -> io::Result<Response> {
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
         let mut head = format!(

@@ -13,6 +13,7 @@
 //!   database and bpffs pins; and the CLI talking to it.
 //! - [`binary`]: which `tracking` binary the harness runs.
 //! - [`bpffs`]: makes sure bpffs is mounted where pins go.
+//! - [`django`]: the Django package's example site under gunicorn in a namespace.
 //! - [`unique`]: names and subnets that no other test, or other test process, uses.
 //! - [`browser`]: [`Browser`], a headless Chromium in a namespace, driven over the DevTools
 //!   protocol: load a page, read its DOM, take a screenshot.
@@ -48,6 +49,7 @@ pub mod binary;
 pub mod bpffs;
 pub mod browser;
 pub mod dbip;
+pub mod django;
 pub mod echo;
 pub mod frames;
 pub mod http;

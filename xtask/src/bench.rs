@@ -30,7 +30,8 @@ pub fn run(names: Vec<String>, quick: bool, out: Option<PathBuf>) -> anyhow::Res
     bench
         .args(runner_args(names, quick, out))
         .env("TRACKING_BIN", &agent)
-        .env("TRACKING_DBIP_DIR", geoip::DIR);
+        .env("TRACKING_DBIP_DIR", geoip::DIR)
+        .env("TRACKING_DJANGO_VENVS", crate::django::venvs_dir());
     execute(&mut bench).context("benchmarks failed")
 }
 

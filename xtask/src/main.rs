@@ -8,11 +8,13 @@
 //! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
 //! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
 //! - [`fuzz`]: the agent's parsers under libFuzzer, briefly in the suite, longer on demand.
+//! - [`django`]: the Django package's Python environments and its pytest suite.
 //! - [`route`]: finds the interface of the default route.
 //! - [`process`]: how child processes are found, started and reported.
 
 mod bench;
 mod build;
+mod django;
 mod fuzz;
 mod geoip;
 mod process;

@@ -5,7 +5,8 @@
 //! `-Z build-std=core`), and bpf-linker, which links against LLVM 22; cargo-fuzz for the fuzz
 //! targets. What the test suite needs:
 //! `ip` and `nsenter` for network namespaces, bpftool to inspect programs, a PostgreSQL server
-//! and chromium for the tests that use them; wrk for the benchmarks.
+//! and chromium for the tests that use them; wrk for the benchmarks; the Django package's
+//! Python environments (see [`crate::django`]).
 
 use anyhow::{Context as _, bail};
 
@@ -35,6 +36,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the PostgreSQL TLS tests make a CA and a server certificate",
     ),
     ("chromium", "the admin and map pages' browser tests"),
+    (
+        "python3-venv",
+        "the Django package's test environments (`/usr/bin/python3 -m venv`)",
+    ),
     ("wrk", "the hook benchmark's HTTP load generator"),
     (
         "nftables",
@@ -60,6 +65,7 @@ pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
+    crate::django::setup()?;
     println!("setup: everything is in place");
     Ok(())
 }

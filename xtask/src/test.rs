@@ -1,6 +1,7 @@
-//! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup,
+//! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup
 //! (DB-IP City Lite included, for the map tests with real data), clippy, a build of the agent,
-//! every test of the workspace as root, and each fuzz target for a few seconds.
+//! every test of the workspace as root, the Django package's pytest suite in each of its
+//! environments, and each fuzz target for a few seconds.
 //!
 //! The suite attaches XDP programs, creates network namespaces and pins maps in bpffs, so it
 //! needs root; without root it stops and says so instead of skipping those tests.
@@ -10,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build, fuzz, geoip,
+    build, django, fuzz, geoip,
     process::{self, cargo, execute},
     setup,
 };
@@ -52,10 +53,13 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     test.args(&cargo_args)
         .env("TRACKING_TEST_ROOT", "1")
         .env("TRACKING_DBIP_DIR", geoip::DIR)
-        .env("TRACKING_BIN", Path::new(&agent));
+        .env("TRACKING_BIN", Path::new(&agent))
+        .env("TRACKING_DJANGO_VENVS", django::venvs_dir());
     execute(&mut test).context("tests failed")?;
-    // A run that chose its own tests is someone looking at those; the whole suite fuzzes too.
+    // The whole suite includes the Python one and the fuzzers; a run narrowed by arguments is
+    // someone looking at those tests.
     if cargo_args.is_empty() {
+        django::test(&agent)?;
         fuzz::run(&[], fuzz::SUITE_SECONDS).context("fuzzing found a problem")?;
     }
     Ok(())

@@ -14,11 +14,13 @@
 //! - [`memory`]: kernel memory of the maps, and the agent's peak RSS under the hook's load.
 //! - [`fleet`]: a change on one agent of a fleet enforced on the others, timed by the kernel's
 //!   receive timestamps of a [`stream`], with 0 to 1,000,000 bans stored.
+//! - [`django`]: request latency through Django with and without the package's middleware.
 //! - [`site`] and [`wrk`]: the agent or the floor in a namespace, and the load generator;
 //!   [`cpu`]: who used the cores meanwhile.
 
 pub mod active;
 pub mod cpu;
+pub mod django;
 pub mod firewall;
 pub mod fleet;
 pub mod flood;

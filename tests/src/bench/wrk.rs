@@ -7,6 +7,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, bail};
 
 use super::site::{HOOK_TOKEN, Site};
+use crate::Netns;
 
 /// How hard and how long.
 #[derive(Clone, Copy, Debug)]
@@ -90,14 +91,19 @@ end
 
 /// Runs wrk with `script` against `site` from inside its namespace.
 pub fn run(site: &Site, script: &Path, load: Load) -> anyhow::Result<Outcome> {
-    let mut command = site.netns.command("wrk");
+    run_url(&site.netns, &format!("http://{}/", site.http), script, load)
+}
+
+/// Runs wrk with `script` against `url` from inside `netns`.
+pub fn run_url(netns: &Netns, url: &str, script: &Path, load: Load) -> anyhow::Result<Outcome> {
+    let mut command = netns.command("wrk");
     command
         .arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", load.connections))
         .arg(format!("-d{}s", load.duration.as_secs().max(1)))
         .args(["--latency", "--timeout", "10s", "-s"])
         .arg(script)
-        .arg(format!("http://{}/", site.http));
+        .arg(url);
     let output = command
         .output()
         .context("running wrk (a Debian package; `cargo xtask setup` installs it)")?;

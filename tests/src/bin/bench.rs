@@ -6,8 +6,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use tests::bench::{self, Report, Scale};
 
-const ALL: [&str; 7] = [
-    "packet", "flood", "load", "hook", "active", "memory", "fleet",
+const ALL: [&str; 8] = [
+    "packet", "flood", "load", "hook", "active", "memory", "fleet", "django",
 ];
 
 fn main() -> ExitCode {
@@ -64,6 +64,7 @@ fn main() -> ExitCode {
             "active" => bench::active::run(scale),
             "memory" => bench::memory::run(scale),
             "fleet" => bench::fleet::run(scale),
+            "django" => bench::django::run(scale),
             _ => unreachable!("checked above"),
         };
         match result {

@@ -1,6 +1,7 @@
-//! The visit hook: `POST /v1/visits`, `POST /v1/visits/batch` and `GET /v1/active`, the calls an
-//! app makes. A visit is validated field by field so that the answer names what is wrong, and a
-//! batch is validated whole before any of it is tracked: bad input stores nothing.
+//! The visit hook: `POST /v1/visits`, `POST /v1/visits/batch`, `GET /v1/active` and
+//! `GET /v1/check`, the calls an app makes. A visit is validated field by field so that the
+//! answer names what is wrong, and a batch is validated whole before any of it is tracked: bad
+//! input stores nothing.
 
 use std::{borrow::Cow, fmt, net::IpAddr, time::Instant};
 
@@ -49,6 +50,7 @@ pub(super) fn routes() -> Router<App> {
             "/v1/active",
             get(active).layer(middleware::from_fn(server_timing)),
         )
+        .route("/v1/check", get(check))
 }
 
 /// Adds `Server-Timing: app;dur=<ms>`, to the microsecond: how long the agent took to answer,
@@ -168,6 +170,40 @@ async fn active(
 ) -> Result<Json<Counts>, ApiError> {
     let Query(q) = query?;
     Ok(Json(app.tracker.counts(q.path.as_deref())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckQuery {
+    ip: String,
+}
+
+/// The answer of `GET /v1/check`.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CheckReply {
+    pub banned: bool,
+}
+
+/// `GET /v1/check?ip=A`: whether `A` is banned right now, as the hook's `banned` says, without
+/// tracking anything: an app behind a proxy asks before it serves a request (the Django
+/// package's `BannedIPMiddleware`). Read from the kernel tables, no lock and no store.
+async fn check(
+    State(app): State<App>,
+    query: Result<Query<CheckQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<CheckReply>, ApiError> {
+    let Query(q) = query?;
+    let ip = check_ip(&q.ip).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    Ok(Json(CheckReply {
+        banned: app.tables.banned(ip).is_some(),
+    }))
+}
+
+/// The address of a check, as a visit's `ip` is read.
+fn check_ip(text: &str) -> Result<IpAddr, String> {
+    text.trim()
+        .parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| format!("`ip`: `{}` is not an IPv4 or IPv6 address", shorten(text)))
 }
 
 impl App {
@@ -680,6 +716,21 @@ mod tests {
         assert_eq!(at("2027-01-15T03:30:00-04:30").unwrap().at, utc);
         let err = at("1970-01-01T00:00:00Z").unwrap_err();
         assert!(err.contains("older than the clean-up timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_check_reads_its_address_as_a_visit_does() {
+        assert_eq!(check_ip(" 192.0.2.1 ").unwrap().to_string(), "192.0.2.1");
+        assert_eq!(
+            check_ip("::ffff:192.0.2.1").unwrap().to_string(),
+            "192.0.2.1"
+        );
+        assert_eq!(check_ip("2001:db8::1").unwrap().to_string(), "2001:db8::1");
+        assert_eq!(
+            check_ip("300.1.1.1").unwrap_err(),
+            "`ip`: `300.1.1.1` is not an IPv4 or IPv6 address"
+        );
+        assert!(check_ip("").is_err());
     }
 
     #[test]
