@@ -18,7 +18,7 @@ use std::{
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::index::Record;
+use super::record::Record;
 
 /// A network as an integer key of its family.
 pub(super) trait Key: Copy + Ord + Debug {

@@ -15,8 +15,8 @@ use ipnet::IpNet;
 use rusqlite::{Transaction, params};
 
 use super::{
-    index::{Delta, SyncPlan},
     key,
+    plan::{Delta, SyncPlan},
     records::Key,
 };
 use crate::{ban::ListEntry, store::Result, time::Timestamp};

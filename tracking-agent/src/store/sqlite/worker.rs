@@ -18,8 +18,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
 use super::{
     checkpoint::Checkpoints,
-    index::{self, Index, Record},
-    key, sync,
+    index::{self, Index},
+    key,
+    record::Record,
+    sync,
 };
 use crate::{
     ban::{self, Allow, Ban, Effect, ListEntry},
@@ -30,8 +32,8 @@ use crate::{
 /// The records of the index, then of the table, for tests.
 #[cfg(test)]
 pub(super) type IndexAndTable = (
-    Vec<(String, IpNet, super::index::Record)>,
-    Vec<(String, IpNet, super::index::Record)>,
+    Vec<(String, IpNet, super::record::Record)>,
+    Vec<(String, IpNet, super::record::Record)>,
 );
 
 /// One request for the worker thread.
