@@ -164,6 +164,20 @@ pub struct RunArgs {
     /// Log filter, as in RUST_LOG [default: info]
     #[arg(long, env = "TRACKING_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// CrowdSec Local API to take ban decisions from, e.g. http://127.0.0.1:8081/ (with
+    /// --crowdsec-key-file) [default: none]
+    #[arg(long, env = "TRACKING_CROWDSEC_URL", value_name = "URL")]
+    pub crowdsec_url: Option<String>,
+    /// File holding the bouncer key `cscli bouncers add` printed [default: none]
+    #[arg(long, env = "TRACKING_CROWDSEC_KEY_FILE", value_name = "FILE")]
+    pub crowdsec_key_file: Option<PathBuf>,
+    /// How often the Local API is asked for new decisions [default: 1s]
+    #[arg(long, env = "TRACKING_CROWDSEC_INTERVAL", value_name = "DURATION", value_parser = duration)]
+    pub crowdsec_interval: Option<Duration>,
+    /// A listener that serves only GET /metrics (Prometheus), without a token, or `off`; the
+    /// HTTP listener serves it behind the admin token either way [default: off]
+    #[arg(long, env = "TRACKING_METRICS", value_name = "ADDR|off")]
+    pub metrics: Option<String>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -235,6 +249,11 @@ pub struct FileConfig {
     pub no_track_network: Option<Vec<String>>,
     pub anonymize_ips: Option<bool>,
     pub log: Option<String>,
+    pub crowdsec_url: Option<String>,
+    pub crowdsec_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub crowdsec_interval: Option<Duration>,
+    pub metrics: Option<String>,
 }
 
 fn parse_http(s: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
@@ -260,8 +279,10 @@ fn token(
         ))),
         (value, None) => secret(name, value),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             secret(&format!("{name}-file {}", path.display()), Some(text))
         }
     }
@@ -366,6 +387,10 @@ pub struct AgentConfig {
     pub no_track_networks: Vec<ipnet::IpNet>,
     pub anonymize_ips: bool,
     pub log: String,
+    /// The CrowdSec bouncer, when configured.
+    pub crowdsec: Option<crate::crowdsec::CrowdsecConfig>,
+    /// The token-less metrics listener, when configured.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A token: shown as `***` in logs and `Debug`.
@@ -551,6 +576,20 @@ impl AgentConfig {
             },
             anonymize_ips: args.anonymize_ips.or(file.anonymize_ips).unwrap_or(false),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            crowdsec: crate::crowdsec::CrowdsecConfig::resolve(
+                args.crowdsec_url.or(file.crowdsec_url),
+                args.crowdsec_key_file.or(file.crowdsec_key_file),
+                args.crowdsec_interval.or(file.crowdsec_interval),
+            )
+            .map_err(ConfigError::Invalid)?,
+            metrics: match args.metrics.or(file.metrics) {
+                Some(m) => parse_http(&m).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "metrics: `{m}` is not an address like 127.0.0.1:9120 (or `off`)"
+                    ))
+                })?,
+                None => None,
+            },
         };
         for p in &config.no_track_prefixes {
             if !p.starts_with('/') {

@@ -26,6 +26,8 @@ use crate::{
 };
 use tracking_common::stats::Verdict;
 
+pub mod source;
+
 /// At most this many warnings are returned for one request; the rest are counted.
 const MAX_WARNINGS: usize = 100;
 /// Bans shown by `stats` as the top matches.
@@ -567,6 +569,7 @@ impl Engine {
             store: self.store.describe(),
             socket: self.config.socket.display().to_string(),
             last_reconcile: *self.last_reconcile.lock().expect("lock"),
+            crowdsec: None,
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   writer.
 //! - [`geoip`]: where a visitor is, from a MaxMind City database, for the map.
 //! - [`web`]: the pages; [`web::assets`] embeds their files.
+//! - Integrations: [`crowdsec`], the CrowdSec bouncer; [`prometheus`], `GET /metrics`;
+//!   [`notify`], systemd's readiness notification.
 
 pub mod active;
 pub mod api;
@@ -23,10 +25,13 @@ pub mod blocklist;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod daemon;
 pub mod engine;
 pub mod geoip;
 pub mod kernel;
+pub mod notify;
+pub mod prometheus;
 mod radix;
 pub mod store;
 pub mod time;

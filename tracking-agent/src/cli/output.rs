@@ -198,7 +198,8 @@ pub fn stats(s: &StatsView) -> String {
             v.lost,
             v.refused,
             v.page_views_total
-                .map_or("? (the store does not answer)".to_string(), |n| n.to_string())
+                .map_or("? (the store does not answer)".to_string(), |n| n
+                    .to_string())
         );
         if v.queued > 0 || !v.store_answers {
             let _ = writeln!(
@@ -288,6 +289,37 @@ pub fn status(s: &StatusView) -> String {
     let _ = writeln!(out, "socket     {}", s.socket);
     if let Some(t) = s.last_reconcile {
         let _ = writeln!(out, "reconciled {t}");
+    }
+    if let Some(c) = &s.crowdsec {
+        out.push_str(&crowdsec(c));
+    }
+    out
+}
+
+/// The CrowdSec bouncer's lines of `tracking status`.
+fn crowdsec(c: &crate::api::CrowdsecView) -> String {
+    let mut out = String::new();
+    let last = match (c.last_pull, c.last_success) {
+        (None, _) => "no pull yet".to_string(),
+        (Some(pull), Some(_)) if c.last_error.is_none() => format!("last pull {pull}, answered"),
+        (Some(pull), ok) => format!(
+            "last pull {pull} failed, last answered {}",
+            ok.map_or("never".to_string(), |t| t.to_string())
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "crowdsec   {} every {}: {last}",
+        c.url,
+        format_duration(std::time::Duration::from_millis(c.interval_ms))
+    );
+    let _ = writeln!(
+        out,
+        "           {} decisions banning {} networks; {} pulls, {} failed, {} decisions skipped",
+        c.decisions, c.networks, c.pulls, c.failures, c.skipped
+    );
+    if let Some(e) = &c.last_error {
+        let _ = writeln!(out, "           error: {e}");
     }
     out
 }

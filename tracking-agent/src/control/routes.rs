@@ -53,10 +53,22 @@ pub(super) fn admin() -> Router<App> {
 type Reply<T> = Result<Json<T>, ApiError>;
 
 async fn status(State(app): State<App>) -> Json<StatusView> {
-    Json(app.engine.status())
+    Json(status_view(&app))
+}
+
+/// The engine's status with the integrations' parts.
+pub(crate) fn status_view(app: &App) -> StatusView {
+    let mut status = app.engine.status();
+    status.crowdsec = app.crowdsec.as_ref().map(|c| c.view());
+    status
 }
 
 async fn stats(State(app): State<App>) -> Reply<StatsView> {
+    Ok(Json(stats_view(&app).await?))
+}
+
+/// What `GET /v1/stats` answers (also read by `GET /metrics`).
+pub(crate) async fn stats_view(app: &App) -> Result<StatsView, ApiError> {
     let mut stats = app.engine.stats()?;
     let t = &app.tracker.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -75,7 +87,7 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
         page_views_total: app.tracker.page_views_total().await.ok(),
         active: app.tracker.counts(None),
     });
-    Ok(Json(stats))
+    Ok(stats)
 }
 
 #[derive(Deserialize)]
