@@ -18,6 +18,7 @@
 //!   protocol: load a page, read its DOM, take a screenshot.
 //! - [`web`]: [`web::WebSite`], the agent's HTTP listener with known tokens, logins and
 //!   browsers for the tests of the HTTP side.
+//! - [`crowdsec`]: [`crowdsec::Crowdsec`], a real CrowdSec Local API in a test namespace.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
 //! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
 //! - [`raw`]: frames the socket API cannot send (VLAN tags, IPv4-mapped sources) put on the
@@ -46,6 +47,7 @@ pub mod bench;
 pub mod binary;
 pub mod bpffs;
 pub mod browser;
+pub mod crowdsec;
 pub mod echo;
 pub mod frames;
 pub mod http;
