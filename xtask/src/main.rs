@@ -6,11 +6,13 @@
 //! - [`run`]: builds the agent and runs it on the interface of the default route.
 //! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
 //! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
+//! - [`install`]: puts the binary, the systemd unit and an example configuration in place.
 //! - [`route`]: finds the interface of the default route.
 //! - [`process`]: how child processes are found, started and reported.
 
 mod bench;
 mod build;
+mod install;
 mod process;
 mod route;
 mod run;
@@ -47,6 +49,15 @@ enum Command {
         /// Extra arguments for `cargo test`, after `--`.
         #[arg(last = true)]
         cargo_args: Vec<String>,
+    },
+    /// Install the agent for systemd: the binary, the unit and an example configuration.
+    Install {
+        /// Stage everything under this root instead of `/` (a package, a test).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        prefix: std::path::PathBuf,
+        /// Install this binary instead of building one for release.
+        #[arg(long, value_name = "FILE")]
+        binary: Option<std::path::PathBuf>,
     },
     /// Run the benchmarks (all by default) on release builds, as root, and write the results
     /// to docs/benchmarks.md.
@@ -90,6 +101,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { agent_args } => run::run(agent_args),
         Command::Test { cargo_args } => test::run(cargo_args),
+        Command::Install { prefix, binary } => install::run(install::Plan { prefix, binary }),
         Command::Bench { names, quick, out } => bench::run(names, quick, out),
     }
 }
