@@ -19,6 +19,7 @@
 //! - [`web`]: [`web::WebSite`], the agent's HTTP listener with known tokens, logins and
 //!   browsers for the tests of the HTTP side.
 //! - [`crowdsec`]: [`crowdsec::Crowdsec`], a real CrowdSec Local API in a test namespace.
+//! - [`fail2ban`]: [`fail2ban::Fail2ban`], a real fail2ban-server banning through the CLI.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
 //! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
 //! - [`raw`]: frames the socket API cannot send (VLAN tags, IPv4-mapped sources) put on the
@@ -49,6 +50,7 @@ pub mod bpffs;
 pub mod browser;
 pub mod crowdsec;
 pub mod echo;
+pub mod fail2ban;
 pub mod frames;
 pub mod http;
 pub mod loaded;
