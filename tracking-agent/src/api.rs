@@ -263,6 +263,29 @@ pub struct CrowdsecView {
     pub last_error: Option<String>,
 }
 
+/// `POST /v1/ua/import`: adds a list the agent carries as user-agent rules of its own
+/// source.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportUaRules {
+    /// `bots`: the crawler user agents of [`crate::bots`].
+    pub list: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ImportUaReply {
+    /// The source the rules are kept under.
+    pub source: String,
+    /// The list and its version.
+    pub list: String,
+    /// Rules of the source before and after.
+    pub before: usize,
+    pub after: usize,
+    /// Keywords of the list that were rules of another source already (added by hand), and
+    /// stay theirs.
+    pub kept: usize,
+}
+
 /// Body of every error answer.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ErrorBody {

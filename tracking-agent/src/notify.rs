@@ -79,6 +79,8 @@ fn address(socket: &OsString) -> std::io::Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::linux::net::SocketAddrExt as _;
+
     use super::*;
 
     #[test]

@@ -330,9 +330,16 @@ pub fn ua_table(rules: &[UaRule]) -> String {
     }
     let rows = rules
         .iter()
-        .map(|r| vec![r.keyword.clone(), r.created.to_string(), r.note.clone()])
+        .map(|r| {
+            vec![
+                r.keyword.clone(),
+                r.source.clone(),
+                r.created.to_string(),
+                r.note.clone(),
+            ]
+        })
         .collect();
-    table(&["KEYWORD", "ADDED", "NOTE"], rows)
+    table(&["KEYWORD", "SOURCE", "ADDED", "NOTE"], rows)
 }
 
 pub fn added_ua(rules: &[UaRule]) -> String {
@@ -349,6 +356,32 @@ pub fn removed_ua(reply: &RemoveUaReply) -> String {
     }
     for k in &reply.not_found {
         let _ = writeln!(out, "warning: no rule `{k}`");
+    }
+    out
+}
+
+/// `ua rm --source NAME`: a count, not a line per rule (the bot list has 1,500).
+pub fn removed_ua_source(source: &str, reply: &RemoveUaReply) -> String {
+    match reply.removed.len() {
+        0 => format!("warning: no rule of source {source}\n"),
+        n => format!(
+            "removed {n} rule{} of source {source}\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+pub fn imported_ua(reply: &crate::api::ImportUaReply) -> String {
+    let mut out = format!(
+        "{}: {} rules of source {} (was {})\n",
+        reply.list, reply.after, reply.source, reply.before
+    );
+    if reply.kept > 0 {
+        let _ = writeln!(
+            out,
+            "{} of its keywords were rules of another source already and stay theirs",
+            reply.kept
+        );
     }
     out
 }

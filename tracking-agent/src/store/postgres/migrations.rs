@@ -68,6 +68,8 @@ pub(super) const STEPS: &[&str] = &[
         note          text   NOT NULL DEFAULT '',
         created_ms    bigint NOT NULL
     );"#,
+    // 2: the source of a user-agent rule (`cli`, or `bots` for the imported bot list).
+    r#"ALTER TABLE ua_rules ADD COLUMN source text COLLATE "C" NOT NULL DEFAULT 'cli';"#,
 ];
 
 /// The schema version this code writes.
