@@ -124,24 +124,13 @@ pub fn routes() -> Router<App> {
 /// Live ban records by source and family, or `None` when the store does not answer (the
 /// rest of the metrics still come).
 async fn live_bans(app: &App) -> Option<Vec<((String, &'static str), u64)>> {
-    let bans = match app.engine.list_bans(None).await {
-        Ok(bans) => bans,
+    match app.engine.live_bans_by_source().await {
+        Ok(counts) => Some(counts.into_iter().collect()),
         Err(e) => {
-            tracing::warn!("metrics: listing bans failed: {e}");
-            return None;
+            tracing::warn!("metrics: counting bans failed: {e}");
+            None
         }
-    };
-    let now = Timestamp::now();
-    let mut counts = std::collections::BTreeMap::new();
-    for ban in bans.iter().filter(|b| b.expires.is_none_or(|e| e > now)) {
-        let family = if ban.network.contains(':') {
-            "ipv6"
-        } else {
-            "ipv4"
-        };
-        *counts.entry((ban.source.clone(), family)).or_insert(0u64) += 1;
     }
-    Some(counts.into_iter().collect())
 }
 
 /// The state's metrics, rendered by a recorder of their own.

@@ -196,7 +196,7 @@ impl Decisions {
                 })
             })
             .collect();
-        bans.sort_unstable_by(|a, b| a.network.cmp(&b.network));
+        bans.sort_unstable_by_key(|b| b.network);
         bans
     }
 }

@@ -80,3 +80,26 @@ impl Engine {
         Ok(change)
     }
 }
+
+impl Engine {
+    /// Live ban records by source and family (`ipv4`, `ipv6`), from the store alone: what
+    /// `GET /metrics` shows without looking each ban up in the kernel.
+    pub async fn live_bans_by_source(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(String, &'static str), u64>> {
+        let now = Timestamp::now();
+        let mut counts = std::collections::BTreeMap::new();
+        for ban in self.store.list_bans().await? {
+            if !ban.is_live(now) {
+                continue;
+            }
+            let family = if ban.network.addr().is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            };
+            *counts.entry((ban.source, family)).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
