@@ -257,3 +257,61 @@ fn a_restart_of_the_agent_or_of_crowdsec_loses_nothing() {
     assert!(status["crowdsec"]["last_error"].is_null(), "{status}");
     assert_eq!(f.crowdsec_bans().len(), 1);
 }
+
+#[test]
+fn decisions_the_tables_cannot_hold_change_nothing_until_they_fit() {
+    require_root();
+    let topology = Topology::new().expect("topology");
+    let echo = EchoServer::start(topology.server(), "[::]:0".parse().unwrap()).expect("echo");
+    let crowdsec = Crowdsec::start(topology.server()).expect("crowdsec");
+    let key = crowdsec.add_bouncer("tracking").expect("bouncer key");
+    let agent = Agent::start(
+        topology.server(),
+        AgentOptions::new(topology.server_iface())
+            .args(["--max-bans-v4", "2", "--crowdsec-url"])
+            .arg(crowdsec.url())
+            .arg("--crowdsec-key-file")
+            .arg(&key),
+    )
+    .expect("agent");
+    let f = Fixture {
+        site: Site {
+            agent,
+            echo,
+            topology,
+        },
+        crowdsec,
+    };
+    f.until_pulled();
+    let v4 = f.site.topology.client_v4().to_vec();
+    f.decide("--ip", &v4[0].to_string(), v4[0].into());
+    f.decide("--ip", &v4[1].to_string(), v4[1].into());
+
+    // A third IPv4 ban does not fit: refused whole, the two held stay, the status says why.
+    f.crowdsec
+        .cscli(["decisions", "add", "--ip", &v4[2].to_string()])
+        .unwrap();
+    let start = Instant::now();
+    let error = loop {
+        if let Some(e) = f.status()["crowdsec"]["last_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no refusal");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(error.starts_with("applying the decisions: "), "{error}");
+    assert!(error.contains("max-bans-v4"), "{error}");
+    assert_eq!(f.crowdsec_bans().len(), 2);
+    f.site.assert_passes(v4[2].into());
+    f.site.assert_dropped(v4[0].into());
+
+    // One goes: the next pull (a startup pull, after the refusal) fits, and applies.
+    f.crowdsec
+        .cscli(["decisions", "delete", "--ip", &v4[0].to_string()])
+        .unwrap();
+    f.until_enforced(format!("{}/32", v4[2]), true);
+    f.until_enforced(format!("{}/32", v4[0]), false);
+    assert!(f.status()["crowdsec"]["last_error"].is_null());
+    f.site.assert_dropped(v4[2].into());
+    f.site.assert_passes(v4[0].into());
+}

@@ -16,15 +16,14 @@ pub struct NotifyError {
     source: std::io::Error,
 }
 
-/// Where notifications go: `$NOTIFY_SOCKET`, read once at start (the variable is removed
-/// from the environment of nothing; the agent starts no children).
+/// Where notifications go: the socket `$NOTIFY_SOCKET` named when the agent started.
 #[derive(Clone, Debug)]
 pub struct Notifier {
     socket: Option<OsString>,
 }
 
 impl Notifier {
-    /// The notifier of `$NOTIFY_SOCKET`.
+    /// The notifier of `$NOTIFY_SOCKET`, read at start as systemd set it.
     pub fn from_env() -> Notifier {
         Notifier {
             socket: std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()),

@@ -50,8 +50,7 @@ impl UaKeywords {
         let Some(automaton) = &self.automaton else {
             return false;
         };
-        // ASCII user agents, nearly all of them, are lowercased without a new allocation
-        // for the Unicode case.
+        // Nearly every user agent is ASCII, which lowercases far more cheaply than Unicode.
         if agent.is_ascii() {
             automaton.is_match(&agent.to_ascii_lowercase())
         } else {

@@ -1,6 +1,7 @@
 //! Bans that another program decides for a source of its own (the CrowdSec bouncer): each
-//! ban with its own expiry, set and lifted in one step, through the same path as `ban add`
-//! and `ban rm` (store first, kernel second, under the writer lock, capacity admitted first).
+//! ban with its own expiry, set and lifted in one call, through the same path as `ban add`
+//! and `ban rm` (store first, kernel second, under the writer lock, the tables' capacity
+//! admitted before a ban is written).
 
 use std::collections::HashSet;
 
@@ -31,10 +32,12 @@ pub struct SourceChange {
 }
 
 impl Engine {
-    /// Makes `bans` (all of source `source`, each network once) the records of their networks
-    /// and lifts the bans of `source` that `lift` names. The tables must be able to hold every
-    /// network of `bans` or nothing changes. The allowlist still wins in the kernel, so bans
-    /// overlapping it are taken as a forced `ban add` would be.
+    /// Lifts the bans of `source` that `lift` names, then makes `bans` (all of source
+    /// `source`, each network once) the records of their networks. Lifting needs no room and
+    /// is right whatever else happens, so it comes first: the tables are then asked to hold
+    /// every network of `bans`, and if they cannot, no ban of `bans` is written. The
+    /// allowlist still wins in the kernel, so bans overlapping it are taken as a forced
+    /// `ban add` would be.
     pub async fn set_source_bans(
         &self,
         source: &str,
@@ -44,13 +47,6 @@ impl Engine {
         let now = Timestamp::now();
         debug_assert!(bans.iter().all(|b| b.source == source));
         let _w = self.writer.lock().await;
-        let banned: Vec<Effect> = bans
-            .iter()
-            .map(|b| (b.network, Effective::Banned { expires: b.expires }))
-            .collect();
-        self.tables()
-            .admit(&banned)
-            .map_err(KernelError::OverCapacity)?;
         let keep: HashSet<IpNet> = bans.iter().map(|b| b.network).collect();
         let lifted: Vec<IpNet> = match lift {
             Lift::Networks(nets) => nets.into_iter().filter(|n| !keep.contains(n)).collect(),
@@ -73,6 +69,13 @@ impl Engine {
             change.lifted = removed.len();
         }
         if !bans.is_empty() {
+            let banned: Vec<Effect> = bans
+                .iter()
+                .map(|b| (b.network, Effective::Banned { expires: b.expires }))
+                .collect();
+            self.tables()
+                .admit(&banned)
+                .map_err(KernelError::OverCapacity)?;
             change.set = bans.len();
             let effects = self.store.add_bans(bans, now).await?;
             self.apply(&effects)?;
