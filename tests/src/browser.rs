@@ -188,11 +188,7 @@ impl Browser {
         let value = self.eval("window.__cspViolations || []")?;
         Ok(value
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
             .unwrap_or_default())
     }
 

@@ -56,12 +56,7 @@ fn a_visit_time_is_taken_with_any_offset_within_its_window_and_refused_outside()
         assert!(refused.text().contains(why), "{at}: {}", refused.text());
     }
     let visitors = site.send(Request::get("/v1/visitors").bearer(ADMIN_TOKEN));
-    assert_eq!(
-        visitors.json().as_array().unwrap().len(),
-        1,
-        "{}",
-        visitors.text()
-    );
+    assert_eq!(visitors.json().as_array().unwrap().len(), 1, "{}", visitors.text());
 }
 
 #[test]
@@ -75,11 +70,7 @@ fn a_field_given_twice_is_refused_in_one_visit_and_in_a_batch() {
             .body(twice.clone()),
     );
     assert_eq!(one.status, 400);
-    assert!(
-        one.text().contains("`session_key` is given twice"),
-        "{}",
-        one.text()
-    );
+    assert!(one.text().contains("`session_key` is given twice"), "{}", one.text());
     let mut batch = b"[".to_vec();
     batch.extend_from_slice(br#"{"ip":"192.0.2.2"},"#);
     batch.extend_from_slice(&twice);
@@ -136,8 +127,11 @@ fn tokens_come_from_files_and_the_store_is_private() {
     assert_eq!(denied.status, 401, "the flag's token is not in force");
     let allowed = site.send(Request::get("/v1/bans").bearer("admin-token-from-a-file-0123"));
     assert_eq!(allowed.status, 200);
-    let cmdline =
-        std::fs::read_to_string(format!("/proc/{}/cmdline", site.agent.pid().unwrap())).unwrap();
+    let cmdline = std::fs::read_to_string(format!(
+        "/proc/{}/cmdline",
+        site.agent.pid().unwrap()
+    ))
+    .unwrap();
     assert!(!cmdline.contains("token-from-a-file"), "{cmdline}");
 
     // What the agent writes is its own.

@@ -41,12 +41,7 @@ impl Sender {
         );
         let server = site.topology.server().path().to_path_buf();
         let addr = site.http;
-        let (s, a, r, f) = (
-            stop.clone(),
-            accepted.clone(),
-            refused.clone(),
-            failed.clone(),
-        );
+        let (s, a, r, f) = (stop.clone(), accepted.clone(), refused.clone(), failed.clone());
         let tag = tag.to_owned();
         let thread = thread::spawn(move || {
             tests::netns::enter(&server).expect("the server namespace");
@@ -58,8 +53,7 @@ impl Sender {
                 if client.is_none() {
                     client = HookClient::connect_here(addr).ok();
                 }
-                let visit =
-                    json!({"ip": "198.51.100.7", "session_key": format!("{tag}-{n}"), "url": "/p"});
+                let visit = json!({"ip": "198.51.100.7", "session_key": format!("{tag}-{n}"), "url": "/p"});
                 match client.as_mut().map(|c| c.post(&visit)) {
                     Some(Ok(202)) => {
                         a.fetch_add(1, Ordering::Relaxed);
@@ -129,11 +123,7 @@ fn a_postgresql_outage_loses_no_answered_visit() {
         stats["lost"],
         during["queued"]
     );
-    assert_eq!(
-        page_views(&stats),
-        answered,
-        "answered visits were lost: {stats}"
-    );
+    assert_eq!(page_views(&stats), answered, "answered visits were lost: {stats}");
     assert_eq!(stats["lost"], 0);
     assert!(answered > 2500, "too few visits to tell: {answered}");
 }
@@ -145,18 +135,9 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("trk-full-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("trk-full-").tempdir().unwrap();
         let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
             .arg(dir.path())
             .status()
             .unwrap();
@@ -204,10 +185,7 @@ fn a_full_disk_loses_no_answered_visit() {
     let during = site.visit_stats();
     // Free 1 MiB of the filler, as an operator would by removing a log.
     let size = std::fs::metadata(&filler).unwrap().len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&filler)
-        .unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
     file.set_len(size.saturating_sub(1 << 20)).unwrap();
     drop(file);
     thread::sleep(Duration::from_secs(2));
@@ -244,8 +222,7 @@ fn a_sigkill_under_load_loses_only_the_visits_of_the_last_moment() {
     let server = site.topology.server().path().to_path_buf();
     let mut clients = Vec::new();
     for c in 0..12 {
-        let (answered, stop, server, addr) =
-            (answered.clone(), stop.clone(), server.clone(), site.http);
+        let (answered, stop, server, addr) = (answered.clone(), stop.clone(), server.clone(), site.http);
         clients.push(thread::spawn(move || {
             tests::netns::enter(&server).unwrap();
             let Ok(mut client) = HookClient::connect_here(addr) else {
@@ -357,16 +334,10 @@ fn slow_and_idle_clients_are_closed_and_lock_nobody_out() {
         thread::sleep(Duration::from_millis(600));
     }
     let still = lorises.iter_mut().map(closed).filter(|c| !c).count();
-    assert_eq!(
-        still, 0,
-        "{still} of 200 slow-loris connections still open after 3 s"
-    );
+    assert_eq!(still, 0, "{still} of 200 slow-loris connections still open after 3 s");
     thread::sleep(Duration::from_secs(2));
     let still = idle.iter_mut().map(closed).filter(|c| !c).count();
-    assert_eq!(
-        still, 0,
-        "{still} of 2000 idle connections still open after 5 s"
-    );
+    assert_eq!(still, 0, "{still} of 2000 idle connections still open after 5 s");
 }
 
 #[test]

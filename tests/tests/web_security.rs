@@ -15,20 +15,10 @@ use tests::{
 fn every_answer_carries_headers_that_keep_the_pages_to_themselves() {
     let site = WebSite::start(&[]);
     let cookie = site.session();
-    for path in [
-        "/",
-        "/live",
-        "/map",
-        "/admin",
-        "/login",
-        "/v1/bans",
-        "/assets/common.js",
-    ] {
+    for path in ["/", "/live", "/map", "/admin", "/login", "/v1/bans", "/assets/common.js"] {
         let response = site.send(Request::get(path).header("Cookie", &cookie));
         assert_eq!(response.status, 200, "{path}");
-        let csp = response
-            .header("content-security-policy")
-            .unwrap_or_default();
+        let csp = response.header("content-security-policy").unwrap_or_default();
         for part in [
             "default-src 'self'",
             "script-src 'self'",
@@ -93,11 +83,7 @@ fn another_sites_form_cannot_ban_through_a_logged_in_browser() {
         shown.as_str().unwrap_or("").contains("agent's own pages"),
         "the agent should refuse the forged request: {shown}"
     );
-    assert!(
-        site.bans().is_empty(),
-        "a forged request banned: {:?}",
-        site.bans()
-    );
+    assert!(site.bans().is_empty(), "a forged request banned: {:?}", site.bans());
     // The same change from the agent's own page goes through.
     browser.goto(&site.url("/admin")).unwrap();
     let status = browser
@@ -138,15 +124,8 @@ fn logging_out_revokes_the_session_and_sessions_expire() {
     for part in ["HttpOnly", "SameSite=Strict", "Max-Age=3"] {
         assert!(set.contains(part), "{set}");
     }
-    assert!(
-        !set.contains(ADMIN_TOKEN),
-        "the cookie holds the token: {set}"
-    );
-    assert_eq!(
-        site.send(Request::get("/map").header("Cookie", &cookie))
-            .status,
-        200
-    );
+    assert!(!set.contains(ADMIN_TOKEN), "the cookie holds the token: {set}");
+    assert_eq!(site.send(Request::get("/map").header("Cookie", &cookie)).status, 200);
 
     // Logging out must come from the agent's origin too.
     let forged = site.send(Request::post("/logout").header("Cookie", &cookie));
@@ -164,21 +143,15 @@ fn logging_out_revokes_the_session_and_sessions_expire() {
         after.status
     );
     assert_eq!(
-        site.send(Request::get("/v1/bans").header("Cookie", &cookie))
-            .status,
+        site.send(Request::get("/v1/bans").header("Cookie", &cookie)).status,
         401
     );
 
     let fresh = session_cookie(&login).unwrap();
-    assert_eq!(
-        site.send(Request::get("/map").header("Cookie", &fresh))
-            .status,
-        200
-    );
+    assert_eq!(site.send(Request::get("/map").header("Cookie", &fresh)).status, 200);
     thread::sleep(Duration::from_millis(3500));
     assert_eq!(
-        site.send(Request::get("/v1/bans").header("Cookie", &fresh))
-            .status,
+        site.send(Request::get("/v1/bans").header("Cookie", &fresh)).status,
         401,
         "a session outlived its lifetime"
     );

@@ -305,10 +305,7 @@ pub async fn write(backlog: Arc<Backlog>, store: Arc<dyn Store>) {
                     rejected.insert(gone.seq);
                 }
                 backlog.stored_seq.send_replace(gone.seq);
-                tracing::error!(
-                    "the store refused a visit of {}, given up: {e}",
-                    gone.visit.ip
-                );
+                tracing::error!("the store refused a visit of {}, given up: {e}", gone.visit.ip);
             }
         }
     }

@@ -63,9 +63,7 @@ impl Timestamp {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let refused = |e: jiff::Error| {
-            format!(
-                "`{s}` is not a time like 2026-11-25T12:00:00Z or 2026-11-25T14:00:00+02:00: {e}"
-            )
+            format!("`{s}` is not a time like 2026-11-25T12:00:00Z or 2026-11-25T14:00:00+02:00: {e}")
         };
         let at = match s.parse::<jiff::Timestamp>() {
             Ok(at) => at,
@@ -139,11 +137,7 @@ mod tests {
             serde_json::to_string(&utc).unwrap(),
             "\"2026-11-25T12:00:00.000Z\""
         );
-        assert!(
-            Timestamp::parse("yesterday")
-                .unwrap_err()
-                .contains("is not a time")
-        );
+        assert!(Timestamp::parse("yesterday").unwrap_err().contains("is not a time"));
         for extreme in [i64::MIN, -1, i64::MAX] {
             let t = Timestamp::from_millis(extreme);
             assert!(!t.to_string().is_empty());

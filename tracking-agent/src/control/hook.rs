@@ -197,9 +197,7 @@ impl App {
 /// The answer when the backlog cannot take visits: come back in a second.
 fn refused(why: Refused) -> ApiError {
     let message = match why {
-        Refused::Full => {
-            "the agent holds as many visits as it may until the store takes them; retry"
-        }
+        Refused::Full => "the agent holds as many visits as it may until the store takes them; retry",
         Refused::Behind => "the store is behind with visits; retry",
         Refused::Closed => "the agent is stopping; retry",
         Refused::Rejected => {
@@ -635,9 +633,7 @@ mod tests {
             );
         }
         let twice = br#"{"ip":"192.0.2.1","url":"/a","url":"/b"}"#;
-        let err = serde_json::from_slice::<Fields<'_>>(twice)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_slice::<Fields<'_>>(twice).unwrap_err().to_string();
         assert!(err.contains("`url` is given twice"), "{err}");
         // Unknown fields may repeat: they are not read.
         let extra = br#"{"ip":"192.0.2.1","x":1,"x":2}"#;

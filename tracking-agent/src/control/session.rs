@@ -48,10 +48,7 @@ impl Sessions {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|_, expires| *expires > now);
         if open.len() >= MAX_SESSIONS
-            && let Some(oldest) = open
-                .iter()
-                .min_by_key(|(_, e)| **e)
-                .map(|(id, _)| id.clone())
+            && let Some(oldest) = open.iter().min_by_key(|(_, e)| **e).map(|(id, _)| id.clone())
         {
             open.remove(&oldest);
         }
@@ -62,8 +59,7 @@ impl Sessions {
     /// Whether `id` names an open session that has not expired.
     pub fn valid(&self, id: &str) -> bool {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(id)
-            .is_some_and(|expires| *expires > Instant::now())
+        open.get(id).is_some_and(|expires| *expires > Instant::now())
     }
 
     /// Ends a session.
@@ -137,10 +133,7 @@ mod tests {
         }
         let wait = sessions.may_try(a).unwrap_err();
         assert!(wait > Duration::from_secs(50), "{wait:?}");
-        assert!(
-            sessions.may_try(b).is_ok(),
-            "other addresses are not held up"
-        );
+        assert!(sessions.may_try(b).is_ok(), "other addresses are not held up");
         sessions.succeeded(a);
         assert!(sessions.may_try(a).is_ok());
     }

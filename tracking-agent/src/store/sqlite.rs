@@ -140,7 +140,8 @@ fn private(path: &Path) {
             continue;
         };
         if meta.permissions().mode() & 0o077 != 0
-            && let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            && let Err(e) =
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
         {
             tracing::warn!("cannot make {} private: {e}", file.display());
         }

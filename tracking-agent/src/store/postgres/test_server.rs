@@ -299,12 +299,9 @@ impl Cluster {
                 }
             })
             .expect("a thread for the server");
-        let pid = pid
-            .recv()
-            .expect("the server thread answers")
-            .unwrap_or_else(|e| {
-                panic!("cannot start {}: {e}", self.bin.join("postgres").display())
-            });
+        let pid = pid.recv().expect("the server thread answers").unwrap_or_else(|e| {
+            panic!("cannot start {}: {e}", self.bin.join("postgres").display())
+        });
         Running {
             pid,
             dir: self.dir.clone(),
