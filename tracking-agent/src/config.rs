@@ -698,6 +698,54 @@ mod tests {
     }
 
     #[test]
+    fn the_integrations_are_configured_by_file_keys_as_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("crowdsec.key");
+        std::fs::write(&key, "0123456789abcdef\n").unwrap();
+        let file = dir.path().join("tracking.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "crowdsec_url = \"http://127.0.0.1:8081/\"\ncrowdsec_key_file = \"{}\"\n\
+                 crowdsec_interval = \"2s\"\nmetrics = \"127.0.0.1:9120\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let c = resolve(RunArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let crowdsec = c.crowdsec.expect("the bouncer is configured");
+        assert_eq!(crowdsec.url.to_string(), "http://127.0.0.1:8081/");
+        assert_eq!(crowdsec.key.0, "0123456789abcdef");
+        assert_eq!(crowdsec.interval, Duration::from_secs(2));
+        assert_eq!(c.metrics, Some("127.0.0.1:9120".parse().unwrap()));
+        // A flag beats the file; `off` turns the metrics listener off.
+        let c = resolve(RunArgs {
+            config: Some(file),
+            metrics: Some("off".into()),
+            crowdsec_interval: Some(Duration::from_millis(500)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.crowdsec.unwrap().interval, Duration::from_millis(500));
+        let err = resolve(RunArgs {
+            config: Some("/dev/null".into()),
+            metrics: Some("9120".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("metrics: `9120` is not an address"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_in_the_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.toml");
