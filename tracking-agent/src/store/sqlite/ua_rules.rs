@@ -79,3 +79,32 @@ pub(super) fn remove(conn: &mut Connection, keywords: Vec<String>) -> Result<Vec
     tx.commit()?;
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_of_a_file_from_before_sources_become_rules_added_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("db")).unwrap();
+        // Version 3: no source column yet.
+        super::super::migrations::apply_up_to(&mut conn, 3).unwrap();
+        conn.execute(
+            "INSERT INTO ua_rules (keyword_lower, keyword, note, created_ms)
+             VALUES ('googlebot', 'Googlebot', 'search', 1)",
+            [],
+        )
+        .unwrap();
+        super::super::migrations::apply(&mut conn).unwrap();
+        assert_eq!(
+            list(&conn).unwrap(),
+            [UaRule {
+                keyword: "Googlebot".into(),
+                note: "search".into(),
+                created: Timestamp::from_millis(1),
+                source: "cli".into(),
+            }]
+        );
+    }
+}
