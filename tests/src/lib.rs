@@ -19,6 +19,8 @@
 //!   protocol: load a page, read its DOM, take a screenshot.
 //! - [`web`]: [`web::WebSite`], the agent's HTTP listener with known tokens, logins and
 //!   browsers for the tests of the HTTP side.
+//! - [`crowdsec`]: [`crowdsec::Crowdsec`], a real CrowdSec Local API in a test namespace.
+//! - [`fail2ban`]: [`fail2ban::Fail2ban`], a real fail2ban-server banning through the CLI.
 //! - [`http`]: a minimal HTTP client for the agent's HTTP listener inside a namespace.
 //! - [`dbip`]: DB-IP City Lite's real files, fetched by `cargo xtask setup --geoip`.
 //! - [`loaded`]: [`Loaded`], the agent's XDP program loaded with throwaway pins, not attached.
@@ -48,9 +50,11 @@ pub mod bench;
 pub mod binary;
 pub mod bpffs;
 pub mod browser;
+pub mod crowdsec;
 pub mod dbip;
 pub mod django;
 pub mod echo;
+pub mod fail2ban;
 pub mod frames;
 pub mod http;
 pub mod loaded;

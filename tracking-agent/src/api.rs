@@ -338,6 +338,55 @@ pub struct StatusView {
     /// With a fleet's shared store only.
     #[serde(default)]
     pub fleet: Option<FleetStatus>,
+    /// The CrowdSec bouncer, when `--crowdsec-url` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<CrowdsecView>,
+}
+
+/// The CrowdSec bouncer's state, in `GET /v1/status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrowdsecView {
+    /// The Local API it pulls from.
+    pub url: String,
+    pub interval_ms: u64,
+    /// When the last pull was tried, answered or not.
+    pub last_pull: Option<Timestamp>,
+    /// When a pull last succeeded and its decisions were applied.
+    pub last_success: Option<Timestamp>,
+    /// Pulls answered and applied; pulls that failed (the Local API away, a refusal).
+    pub pulls: u64,
+    pub failures: u64,
+    /// Ban decisions of scope Ip or Range held now, and the networks they ban.
+    pub decisions: usize,
+    pub networks: usize,
+    /// Decisions not applied: another type or scope, or a value or duration that cannot be a
+    /// ban (each is logged).
+    pub skipped: u64,
+    /// Why the last pull failed, while pulls fail.
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/ua/import`: adds a list the agent carries as user-agent rules of its own
+/// source.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportUaRules {
+    /// `bots`: the crawler user agents of [`crate::bots`].
+    pub list: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ImportUaReply {
+    /// The source the rules are kept under.
+    pub source: String,
+    /// The list and its version.
+    pub list: String,
+    /// Rules of the source before and after.
+    pub before: usize,
+    pub after: usize,
+    /// Keywords of the list that were rules of another source already (added by hand), and
+    /// stay theirs.
+    pub kept: usize,
 }
 
 /// Body of every error answer.

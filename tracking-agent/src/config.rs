@@ -177,6 +177,20 @@ pub struct RunArgs {
     /// Log filter, as in RUST_LOG [default: info]
     #[arg(long, env = "TRACKING_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// CrowdSec Local API to take ban decisions from, e.g. http://127.0.0.1:8081/ (with
+    /// --crowdsec-key-file) [default: none]
+    #[arg(long, env = "TRACKING_CROWDSEC_URL", value_name = "URL")]
+    pub crowdsec_url: Option<String>,
+    /// File holding the bouncer key `cscli bouncers add` printed [default: none]
+    #[arg(long, env = "TRACKING_CROWDSEC_KEY_FILE", value_name = "FILE")]
+    pub crowdsec_key_file: Option<PathBuf>,
+    /// How often the Local API is asked for new decisions [default: 1s]
+    #[arg(long, env = "TRACKING_CROWDSEC_INTERVAL", value_name = "DURATION", value_parser = duration)]
+    pub crowdsec_interval: Option<Duration>,
+    /// A listener that serves only GET /metrics (Prometheus), without a token, or `off`; the
+    /// HTTP listener serves it behind the admin token either way [default: off]
+    #[arg(long, env = "TRACKING_METRICS", value_name = "ADDR|off")]
+    pub metrics: Option<String>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -251,6 +265,11 @@ pub struct FileConfig {
     pub no_track_network: Option<Vec<String>>,
     pub anonymize_ips: Option<bool>,
     pub log: Option<String>,
+    pub crowdsec_url: Option<String>,
+    pub crowdsec_key_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub crowdsec_interval: Option<Duration>,
+    pub metrics: Option<String>,
 }
 
 /// A key that takes one path or a list of them.
@@ -408,6 +427,10 @@ pub struct AgentConfig {
     pub no_track_networks: Vec<ipnet::IpNet>,
     pub anonymize_ips: bool,
     pub log: String,
+    /// The CrowdSec bouncer, when configured.
+    pub crowdsec: Option<crate::crowdsec::CrowdsecConfig>,
+    /// The token-less metrics listener, when configured.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A token: shown as `***` in logs and `Debug`.
@@ -619,6 +642,20 @@ impl AgentConfig {
             },
             anonymize_ips: args.anonymize_ips.or(file.anonymize_ips).unwrap_or(false),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            crowdsec: crate::crowdsec::CrowdsecConfig::resolve(
+                args.crowdsec_url.or(file.crowdsec_url),
+                args.crowdsec_key_file.or(file.crowdsec_key_file),
+                args.crowdsec_interval.or(file.crowdsec_interval),
+            )
+            .map_err(ConfigError::Invalid)?,
+            metrics: match args.metrics.or(file.metrics) {
+                Some(m) => parse_http(&m).map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "metrics: `{m}` is not an address like 127.0.0.1:9120 (or `off`)"
+                    ))
+                })?,
+                None => None,
+            },
         };
         for p in &config.no_track_prefixes {
             if !p.starts_with('/') {
@@ -742,6 +779,54 @@ mod tests {
         assert!(c.monitor);
         assert_eq!(c.reconcile_interval, Duration::from_secs(120));
         assert_eq!(c.max_bans_v4, 20);
+    }
+
+    #[test]
+    fn the_integrations_are_configured_by_file_keys_as_by_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("crowdsec.key");
+        std::fs::write(&key, "0123456789abcdef\n").unwrap();
+        let file = dir.path().join("tracking.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "crowdsec_url = \"http://127.0.0.1:8081/\"\ncrowdsec_key_file = \"{}\"\n\
+                 crowdsec_interval = \"2s\"\nmetrics = \"127.0.0.1:9120\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        let c = resolve(RunArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let crowdsec = c.crowdsec.expect("the bouncer is configured");
+        assert_eq!(crowdsec.url.to_string(), "http://127.0.0.1:8081/");
+        assert_eq!(crowdsec.key.0, "0123456789abcdef");
+        assert_eq!(crowdsec.interval, Duration::from_secs(2));
+        assert_eq!(c.metrics, Some("127.0.0.1:9120".parse().unwrap()));
+        // A flag beats the file; `off` turns the metrics listener off.
+        let c = resolve(RunArgs {
+            config: Some(file),
+            metrics: Some("off".into()),
+            crowdsec_interval: Some(Duration::from_millis(500)),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.metrics, None);
+        assert_eq!(c.crowdsec.unwrap().interval, Duration::from_millis(500));
+        let err = resolve(RunArgs {
+            config: Some("/dev/null".into()),
+            metrics: Some("9120".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("metrics: `9120` is not an address"),
+            "{err}"
+        );
     }
 
     #[test]

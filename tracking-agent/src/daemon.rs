@@ -33,6 +33,12 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Socket(#[from] control::SocketError),
+    #[error("cannot listen on {addr} (--metrics): {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} (--http): {source}")]
     Http {
         addr: std::net::SocketAddr,
@@ -59,6 +65,10 @@ pub struct Listeners {
     pub control: UnixListener,
     /// The hook, API and pages, unless `--http off`.
     pub http: Option<TcpListener>,
+    /// `GET /metrics` without a token, with `--metrics ADDR`.
+    pub metrics: Option<TcpListener>,
+    /// systemd's notification socket, when systemd started the agent (`Type=notify`).
+    pub ready: crate::notify::Notifier,
 }
 
 /// Binds the configured control socket and HTTP listener.
@@ -72,7 +82,20 @@ pub async fn bind(config: &AgentConfig) -> Result<Listeners, DaemonError> {
         ),
         None => None,
     };
-    Ok(Listeners { control, http })
+    let metrics = match config.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    Ok(Listeners {
+        control,
+        http,
+        metrics,
+        ready: crate::notify::Notifier::from_env(),
+    })
 }
 
 /// Opens the configured store: the SQLite file, or a connection pool to the PostgreSQL
@@ -134,6 +157,8 @@ async fn serve_until(
     let Listeners {
         control: socket,
         http,
+        metrics: metrics_listener,
+        ready,
     } = listeners;
     let tokens = Tokens::load(
         &config.state_dir(),
@@ -166,7 +191,14 @@ async fn serve_until(
     .await
     .map_err(DaemonError::Tracker)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let metrics = Arc::new(crate::prometheus::Metrics::new());
+    let crowdsec = config
+        .crowdsec
+        .clone()
+        .map(|c| crate::crowdsec::Bouncer::new(c, engine.clone()));
     let app = App {
+        metrics: metrics.clone(),
+        crowdsec: crowdsec.clone(),
         tables: engine.tables(),
         engine: engine.clone(),
         tracker,
@@ -190,6 +222,7 @@ async fn serve_until(
     let ua_tracker = app.tracker.clone();
     tasks.spawn(every(config.reconcile_interval, engine.clone(), move |e| {
         let tracker = ua_tracker.clone();
+        let metrics = metrics.clone();
         async move {
             // A fleet shares user-agent rules too; they follow at the reconcile pace.
             if let Err(err) = tracker.reload_ua_rules().await {
@@ -203,7 +236,10 @@ async fn serve_until(
                     a.removed
                 ),
                 Ok(_) => {}
-                Err(err) => tracing::error!("reconcile failed: {err}"),
+                Err(err) => {
+                    metrics.reconcile_failed();
+                    tracing::error!("reconcile failed: {err}")
+                }
             }
         }
     }));
@@ -247,6 +283,9 @@ async fn serve_until(
         let every = config.fleet_heartbeat;
         tasks.spawn(every_heartbeat(engine.clone(), every));
     }
+    if let Some(bouncer) = crowdsec {
+        tasks.spawn(bouncer.run());
+    }
     if let Some(logger) = engine.take_logger() {
         tasks.spawn(forward_program_logs(logger));
     }
@@ -269,7 +308,31 @@ async fn serve_until(
             until_stopped(stopping.clone()),
         ));
     }
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!("metrics at http://{addr}/metrics (no token: --metrics)");
+        }
+        servers.spawn(serve::serve(
+            listener,
+            control::metrics_router(app.clone()),
+            serve::Limits::default(),
+            until_stopped(stopping.clone()),
+        ));
+    }
+    // The filter is attached and in line with the store (Engine::start), and every listener
+    // serves: what systemd's `Type=notify` waits for.
+    if let Err(e) = ready.ready(&format!(
+        "filtering {} with {} IPv4 and {} IPv6 bans",
+        config.ifaces.join(", "),
+        status.bans_v4.used,
+        status.bans_v6.used
+    )) {
+        tracing::error!("{e}");
+    }
     shutdown.await;
+    if let Err(e) = ready.stopping() {
+        tracing::warn!("{e}");
+    }
     let _ = stop.send(true);
     while let Some(done) = servers.join_next().await {
         if let Err(e) = done {

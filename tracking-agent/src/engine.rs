@@ -29,6 +29,8 @@ use crate::{
 };
 use tracking_common::stats::Verdict;
 
+pub mod source;
+
 /// At most this many warnings are returned for one request; the rest are counted.
 const MAX_WARNINGS: usize = 100;
 /// Bans shown by `stats` as the top matches.
@@ -860,6 +862,7 @@ impl Engine {
             socket: self.config.socket.display().to_string(),
             last_reconcile: *self.last_reconcile.lock().expect("lock"),
             fleet: self.fleet_status(),
+            crowdsec: None,
         }
     }
 }

@@ -16,23 +16,30 @@
 //!   writer.
 //! - [`geoip`]: where a visitor is, from city databases in the MaxMind DB format, for the map.
 //! - [`web`]: the pages; [`web::assets`] embeds their files.
+//! - Integrations: [`crowdsec`], the CrowdSec bouncer; [`prometheus`], `GET /metrics`;
+//!   [`notify`], systemd's readiness notification.
 
 pub mod active;
 pub mod api;
 pub mod backlog;
 pub mod ban;
 pub mod blocklist;
+pub mod bots;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod crowdsec;
 pub mod daemon;
 pub mod engine;
 pub mod geoip;
 pub mod kernel;
+pub mod notify;
+pub mod prometheus;
 mod radix;
 pub mod store;
 pub mod time;
 pub mod tokens;
 pub mod tracker;
+pub mod ua_keywords;
 pub mod visit;
 pub mod web;

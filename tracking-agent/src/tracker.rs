@@ -112,7 +112,7 @@ pub struct Tracker {
     active: Mutex<ActiveIndex>,
     feed: broadcast::Sender<Arc<FeedEvent>>,
     /// Lower-cased keywords of the user-agent rules.
-    ua_keywords: RwLock<Arc<Vec<String>>>,
+    ua_keywords: RwLock<Arc<crate::ua_keywords::UaKeywords>>,
     config: TrackerConfig,
     pub stats: TrackerStats,
 }
@@ -180,7 +180,7 @@ impl Tracker {
             backlog: backlog.clone(),
             active: Mutex::new(active),
             feed,
-            ua_keywords: RwLock::new(Arc::new(Vec::new())),
+            ua_keywords: RwLock::new(Arc::new(Default::default())),
             config,
             stats: TrackerStats::default(),
         });
@@ -218,11 +218,7 @@ impl Tracker {
             return false;
         }
         let keywords = self.ua_keywords.read().expect("rules lock").clone();
-        if keywords.is_empty() {
-            return true;
-        }
-        let agent = visit.user_agent.to_lowercase();
-        !keywords.iter().any(|k| agent.contains(k.as_str()))
+        !keywords.matches(&visit.user_agent)
     }
 
     /// Tracks the visits that are wanted, all or none: says for each whether it was, or why
@@ -373,13 +369,8 @@ impl Tracker {
     /// Reads the user-agent rules from the store again (another agent of a fleet may have
     /// changed them).
     pub async fn reload_ua_rules(&self) -> Result<(), StoreError> {
-        let keywords = self
-            .store
-            .list_ua_rules()
-            .await?
-            .into_iter()
-            .map(|r| r.keyword.to_lowercase())
-            .collect();
+        let rules = self.store.list_ua_rules().await?;
+        let keywords = crate::ua_keywords::UaKeywords::new(rules.iter().map(|r| &r.keyword));
         *self.ua_keywords.write().expect("rules lock") = Arc::new(keywords);
         Ok(())
     }

@@ -189,6 +189,17 @@ pub struct UaRule {
     #[serde(default)]
     pub note: String,
     pub created: Timestamp,
+    /// Who added it: `cli` for rules added one by one, `bots` for the imported bot list
+    /// (`ua ls --source`, `ua rm --source`).
+    #[serde(default = "ua_source_cli")]
+    pub source: String,
+}
+
+/// The source of user-agent rules added by hand.
+pub const UA_SOURCE_CLI: &str = "cli";
+
+fn ua_source_cli() -> String {
+    UA_SOURCE_CLI.to_string()
 }
 
 /// FNV-1a, 64 bits: a stable hash for visitor keys (std's hasher is not stable across builds).

@@ -9,6 +9,7 @@
 //! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
 //! - [`fuzz`]: the agent's parsers under libFuzzer, briefly in the suite, longer on demand.
 //! - [`django`]: the Django package's Python environments and its pytest suite.
+//! - [`install`]: puts the binary, the systemd unit and an example configuration in place.
 //! - [`route`]: finds the interface of the default route.
 //! - [`process`]: how child processes are found, started and reported.
 
@@ -17,6 +18,7 @@ mod build;
 mod django;
 mod fuzz;
 mod geoip;
+mod install;
 mod process;
 mod route;
 mod run;
@@ -68,6 +70,15 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         seconds: u64,
     },
+    /// Install the agent for systemd: the binary, the unit and an example configuration.
+    Install {
+        /// Stage everything under this root instead of `/` (a package, a test).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        prefix: std::path::PathBuf,
+        /// Install this binary instead of building one for release.
+        #[arg(long, value_name = "FILE")]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Run the benchmarks (all by default) on release builds, as root, and write the results
     /// to docs/benchmarks.md.
     Bench {
@@ -116,6 +127,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { agent_args } => run::run(agent_args),
         Command::Test { cargo_args } => test::run(cargo_args),
+        Command::Install { prefix, binary } => install::run(install::Plan { prefix, binary }),
         Command::Bench { names, quick, out } => bench::run(names, quick, out),
         Command::Fuzz { targets, seconds } => {
             setup::run()?;

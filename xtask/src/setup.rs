@@ -5,7 +5,8 @@
 //! `-Z build-std=core`), and bpf-linker, which links against LLVM 22; cargo-fuzz for the fuzz
 //! targets. What the test suite needs:
 //! `ip` and `nsenter` for network namespaces, bpftool to inspect programs, a PostgreSQL server
-//! and chromium for the tests that use them; wrk for the benchmarks; the Django package's
+//! and chromium for the tests that use them; crowdsec, fail2ban, prometheus (promtool) and
+//! systemd (systemd-analyze) for the integrations' tests; wrk for the benchmarks; the Django package's
 //! Python environments (see [`crate::django`]).
 
 use anyhow::{Context as _, bail};
@@ -53,7 +54,23 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "iptables",
         "the flood benchmark's raw-table rule matching an ipset",
     ),
+    (
+        "crowdsec",
+        "the CrowdSec bouncer's tests run a real Local API and cscli",
+    ),
+    (
+        "fail2ban",
+        "the fail2ban action's tests run a real fail2ban-server",
+    ),
+    ("prometheus", "`promtool check metrics` checks GET /metrics"),
+    ("systemd", "`systemd-analyze verify` checks the unit"),
 ];
+
+/// Debian's crowdsec registers with CrowdSec's Central API while it installs, and fails
+/// without a network unless this file has content already (its README.Debian: a file made in
+/// advance disables the registration). The tests run a Local API of their own, without the
+/// Central API.
+const CROWDSEC_CAPI_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
 
 /// Where Debian's LLVM 22 lives; bpf-linker's build finds it only when told.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -115,6 +132,11 @@ fn debian_packages() -> anyhow::Result<()> {
             to_install.join(" "),
         );
     }
+    if to_install.contains(&"crowdsec") {
+        crowdsec_offline()?;
+        // A crowdsec left half-configured by a registration that failed is configured again.
+        execute(command("dpkg").args(["--configure", "--pending"]))?;
+    }
     execute(
         command("apt-get")
             .arg("update")
@@ -126,6 +148,25 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(&to_install)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
+    Ok(())
+}
+
+/// Makes crowdsec's installation skip the Central API registration (see
+/// [`CROWDSEC_CAPI_CREDENTIALS`]); an operator's own file is left as it is.
+fn crowdsec_offline() -> anyhow::Result<()> {
+    let path = std::path::Path::new(CROWDSEC_CAPI_CREDENTIALS);
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let dir = path.parent().expect("a parent");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(
+        path,
+        "# Written by `cargo xtask setup`: no Central API registration on this machine \
+         (see /usr/share/doc/crowdsec/README.Debian).\n",
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    println!("  wrote    {CROWDSEC_CAPI_CREDENTIALS} (crowdsec installs without the Central API)");
     Ok(())
 }
 

@@ -217,7 +217,10 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
             None,
         ),
         abused,
+        Target::new("SQLite with the bot list", Site::agent(None, &[])?, None),
     ];
+    let bots = targets[5].site.import_bots()?;
+    let bot_rules = bots["after"].as_u64().unwrap_or(0);
     if let Some(warmup) = p.warmup {
         for t in &mut targets {
             t.run(&script, warmup)?;
@@ -317,7 +320,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
             unit,
             floor_samples.clone(),
         ));
-        for t in &targets[1..] {
+        for t in &targets[1..3] {
             let own = samples(t, which);
             let ratios: Vec<f64> = own.iter().zip(&floor_samples).map(|(s, f)| s / f).collect();
             let name = match (which, t.database_pid) {
@@ -351,6 +354,23 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
         .paired(&ratios, "SQLite unloaded")
         .ratio_at_most(2.0),
     );
+    // The bot list's cost: the same store with and without its rules, round by round.
+    for (which, label, unit) in [(0, "visits/s", "/s"), (3, "CPU per visit", "µs")] {
+        let without = samples(&targets[1], which);
+        let with = samples(&targets[5], which);
+        let ratios: Vec<f64> = with.iter().zip(&without).map(|(w, o)| w / o).collect();
+        let row = Row::new(
+            format!("agent, SQLite with the bot list ({bot_rules} rules): {label}"),
+            unit,
+            with,
+        )
+        .paired(&ratios, "SQLite without");
+        rows.push(if which == 0 {
+            row.ratio_at_least(0.9)
+        } else {
+            row
+        });
+    }
     for (name, n) in lost {
         rows.push(
             Row::new(
@@ -367,7 +387,8 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
         method: format!(
             "wrk (`-t1 -c{CONNECTIONS}`, keep-alive, {}s a run, {} round{}; each round loads the floor, then the \
              agent on SQLite, then on PostgreSQL, each after the other has drained its writer; ratios are the \
-             median of each round's ratio to the floor of that round) posting JSON visits of {SESSIONS} sessions, \
+             median of each round's ratio to the floor of that round; last, the agent on SQLite again with \
+             the bot list imported, `ua import --bots`, compared with the one without) posting JSON visits of {SESSIONS} sessions, \
              each from its own address, over {PAGES} pages, to `POST /v1/visits` on loopback in a namespace of \
              its own. The agent filters an idle veth interface, not the loopback the hook arrives on. Afterwards the \
              store's page-view total (`GET /v1/stats`) is compared with the 202 answers. PostgreSQL started in \

@@ -154,8 +154,18 @@ impl Client {
         self.post("/v1/allow", req).await
     }
 
-    pub async fn list_ua_rules(&self) -> Result<Vec<UaRule>, ClientError> {
-        self.get("/v1/ua").await
+    pub async fn list_ua_rules(&self, source: Option<&str>) -> Result<Vec<UaRule>, ClientError> {
+        match source {
+            Some(s) => self.get(&format!("/v1/ua?source={}", encode(s))).await,
+            None => self.get("/v1/ua").await,
+        }
+    }
+
+    pub async fn import_ua_rules(
+        &self,
+        req: &crate::api::ImportUaRules,
+    ) -> Result<crate::api::ImportUaReply, ClientError> {
+        self.post("/v1/ua/import", req).await
     }
 
     pub async fn add_ua_rules(&self, req: &AddUaRules) -> Result<Vec<UaRule>, ClientError> {

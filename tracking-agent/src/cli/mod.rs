@@ -180,13 +180,29 @@ pub enum UaCommand {
         #[arg(long, default_value = "")]
         note: String,
     },
-    /// Remove user-agent rules
+    /// Remove user-agent rules: the keywords given, or every rule of --source
     Rm {
-        #[arg(required = true, value_name = "KEYWORD")]
+        #[arg(required_unless_present = "source", value_name = "KEYWORD")]
         keywords: Vec<String>,
+        /// Only rules of this source; without keywords, all of them (`--source bots`)
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
     },
     /// List the user-agent rules
-    Ls(JsonFlag),
+    Ls {
+        /// Only the rules of this source (`cli`, `bots`)
+        #[arg(long, value_name = "NAME")]
+        source: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Add a list the agent carries as rules of their own source
+    Import {
+        /// The crawler user agents of the crawler-user-agents project (about 1,500), as
+        /// rules of source `bots`
+        #[arg(long, required = true)]
+        bots: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Args)]
@@ -346,12 +362,32 @@ pub async fn run(
             let added = client.add_ua_rules(&AddUaRules { keywords, note }).await?;
             print(out, output::added_ua(&added));
         }
-        Command::Ua(UaCommand::Rm { keywords }) => {
-            let reply = client.remove_ua_rules(&RemoveUaRules { keywords }).await?;
-            print(out, output::removed_ua(&reply));
+        Command::Ua(UaCommand::Rm { keywords, source }) => {
+            let whole_source = keywords.is_empty();
+            let reply = client
+                .remove_ua_rules(&RemoveUaRules {
+                    keywords,
+                    source: source.clone(),
+                })
+                .await?;
+            match source {
+                Some(source) if whole_source => {
+                    print(out, output::removed_ua_source(&source, &reply))
+                }
+                _ => print(out, output::removed_ua(&reply)),
+            }
         }
-        Command::Ua(UaCommand::Ls(json)) => {
-            let rules = client.list_ua_rules().await?;
+        Command::Ua(UaCommand::Import { bots }) => {
+            debug_assert!(bots, "clap requires --bots");
+            let reply = client
+                .import_ua_rules(&crate::api::ImportUaRules {
+                    list: crate::bots::SOURCE.to_string(),
+                })
+                .await?;
+            print(out, output::imported_ua(&reply));
+        }
+        Command::Ua(UaCommand::Ls { source, json }) => {
+            let rules = client.list_ua_rules(source.as_deref()).await?;
             print(
                 out,
                 if json.json {

@@ -403,6 +403,37 @@ pub fn status(s: &StatusView) -> String {
             let _ = writeln!(out, "error      {e}");
         }
     }
+    if let Some(c) = &s.crowdsec {
+        out.push_str(&crowdsec(c));
+    }
+    out
+}
+
+/// The CrowdSec bouncer's lines of `tracking status`.
+fn crowdsec(c: &crate::api::CrowdsecView) -> String {
+    let mut out = String::new();
+    let last = match (c.last_pull, c.last_success) {
+        (None, _) => "no pull yet".to_string(),
+        (Some(pull), Some(_)) if c.last_error.is_none() => format!("last pull {pull}, answered"),
+        (Some(pull), ok) => format!(
+            "last pull {pull} failed, last answered {}",
+            ok.map_or("never".to_string(), |t| t.to_string())
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "crowdsec   {} every {}: {last}",
+        c.url,
+        format_duration(std::time::Duration::from_millis(c.interval_ms))
+    );
+    let _ = writeln!(
+        out,
+        "           {} decisions banning {} networks; {} pulls, {} failed, {} decisions skipped",
+        c.decisions, c.networks, c.pulls, c.failures, c.skipped
+    );
+    if let Some(e) = &c.last_error {
+        let _ = writeln!(out, "           error: {e}");
+    }
     out
 }
 
@@ -412,9 +443,16 @@ pub fn ua_table(rules: &[UaRule]) -> String {
     }
     let rows = rules
         .iter()
-        .map(|r| vec![r.keyword.clone(), r.created.to_string(), r.note.clone()])
+        .map(|r| {
+            vec![
+                r.keyword.clone(),
+                r.source.clone(),
+                r.created.to_string(),
+                r.note.clone(),
+            ]
+        })
         .collect();
-    table(&["KEYWORD", "ADDED", "NOTE"], rows)
+    table(&["KEYWORD", "SOURCE", "ADDED", "NOTE"], rows)
 }
 
 pub fn added_ua(rules: &[UaRule]) -> String {
@@ -431,6 +469,32 @@ pub fn removed_ua(reply: &RemoveUaReply) -> String {
     }
     for k in &reply.not_found {
         let _ = writeln!(out, "warning: no rule `{k}`");
+    }
+    out
+}
+
+/// `ua rm --source NAME`: a count, not a line per rule (the bot list has 1,500).
+pub fn removed_ua_source(source: &str, reply: &RemoveUaReply) -> String {
+    match reply.removed.len() {
+        0 => format!("warning: no rule of source {source}\n"),
+        n => format!(
+            "removed {n} rule{} of source {source}\n",
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+pub fn imported_ua(reply: &crate::api::ImportUaReply) -> String {
+    let mut out = format!(
+        "{}: {} rules of source {} (was {})\n",
+        reply.list, reply.after, reply.source, reply.before
+    );
+    if reply.kept > 0 {
+        let _ = writeln!(
+            out,
+            "{} of its keywords were rules of another source already and stay theirs",
+            reply.kept
+        );
     }
     out
 }

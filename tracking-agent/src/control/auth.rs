@@ -120,7 +120,8 @@ pub async fn admin(State(app): State<App>, req: Request, next: Next) -> Response
         }
         None => {}
     }
-    if req.uri().path().starts_with("/v1/") {
+    // Scrapers and scripts get a 401; browsers on the pages go to the login.
+    if req.uri().path().starts_with("/v1/") || req.uri().path() == "/metrics" {
         let message = if bearer(req.headers()).is_some() {
             "wrong admin token"
         } else {

@@ -50,21 +50,39 @@ pub struct App {
     /// Turns true when the agent stops: long-lived answers (the live feed) end then, so that
     /// the listeners can shut down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// What `GET /metrics` shows that is not state: the hook's latency, failed reconciles.
+    pub metrics: Arc<crate::prometheus::Metrics>,
+    /// The CrowdSec bouncer, for `tracking status`.
+    pub crowdsec: Option<Arc<crate::crowdsec::Bouncer>>,
 }
 
 /// Every API route without tokens, for the control socket.
 pub fn socket_router(mut app: App) -> Router {
     app.tokens = None;
-    hook::routes().merge(routes::admin()).with_state(app).layer(
-        tower_http::catch_panic::CatchPanicLayer::custom(error::panicked),
-    )
+    hook::routes()
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::prometheus::time_hook,
+        ))
+        .merge(routes::admin())
+        .merge(crate::prometheus::routes())
+        .with_state(app)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panicked,
+        ))
 }
 
 /// The HTTP listener: the hook behind the hook token, the admin API and the pages behind the
 /// admin token, and the login; every answer with the headers that keep the pages to themselves.
 pub fn http_router(app: App) -> Router {
-    let hook = hook::routes().route_layer(middleware::from_fn_with_state(app.clone(), auth::hook));
+    let hook = hook::routes()
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::hook))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::prometheus::time_hook,
+        ));
     let admin = routes::admin()
+        .merge(crate::prometheus::routes())
         .merge(crate::web::pages())
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::admin));
     hook.merge(admin)
@@ -74,6 +92,14 @@ pub fn http_router(app: App) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panicked,
         ))
+}
+
+/// `GET /metrics` alone, without a token: the `--metrics` listener, for a Prometheus that
+/// scrapes over a network the operator trusts.
+pub fn metrics_router(app: App) -> Router {
+    crate::prometheus::routes().with_state(app).layer(
+        tower_http::catch_panic::CatchPanicLayer::custom(error::panicked),
+    )
 }
 
 /// The pages load only their own scripts, styles and data (no inline script or style, which is

@@ -18,8 +18,8 @@ use crate::{
     active::PageCount,
     api::{
         AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanList, BanListQuery,
-        FleetHost, RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView,
-        StatusView, SyncQuery, SyncReply,
+        FleetHost, ImportUaReply, ImportUaRules, RemoveAllows, RemoveAllowsReply, RemoveBans,
+        RemoveBansReply, StatsView, StatusView, SyncQuery, SyncReply,
     },
     geoip::{Attribution, Location},
     time::Timestamp,
@@ -45,6 +45,7 @@ pub(super) fn admin() -> Router<App> {
         .route("/v1/allow/remove", post(remove_allows))
         .route("/v1/ua", get(list_ua).post(add_ua))
         .route("/v1/ua/remove", post(remove_ua))
+        .route("/v1/ua/import", post(import_ua))
         .route("/v1/visitors", get(visitors))
         .route("/v1/active/pages", get(busiest_pages))
         .route("/v1/feed", get(feed))
@@ -58,10 +59,22 @@ pub(super) fn admin() -> Router<App> {
 type Reply<T> = Result<Json<T>, ApiError>;
 
 async fn status(State(app): State<App>) -> Json<StatusView> {
-    Json(app.engine.status())
+    Json(status_view(&app))
+}
+
+/// The engine's status with the integrations' parts.
+pub(crate) fn status_view(app: &App) -> StatusView {
+    let mut status = app.engine.status();
+    status.crowdsec = app.crowdsec.as_ref().map(|c| c.view());
+    status
 }
 
 async fn stats(State(app): State<App>) -> Reply<StatsView> {
+    Ok(Json(stats_view(&app).await?))
+}
+
+/// What `GET /v1/stats` answers (also read by `GET /metrics`).
+pub(crate) async fn stats_view(app: &App) -> Result<StatsView, ApiError> {
     let mut stats = app.engine.stats()?;
     let t = &app.tracker.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
@@ -81,7 +94,7 @@ async fn stats(State(app): State<App>) -> Reply<StatsView> {
         active: app.tracker.counts(None),
     });
     stats.geoip = app.geoip.as_ref().map(|g| g.stats()).unwrap_or_default();
-    Ok(Json(stats))
+    Ok(stats)
 }
 
 async fn list_bans(
@@ -161,7 +174,12 @@ pub struct AddUaRules {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveUaRules {
+    /// The keywords; with `source` and none given, every rule of that source.
+    #[serde(default)]
     pub keywords: Vec<String>,
+    /// Only rules of this source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -170,8 +188,73 @@ pub struct RemoveUaReply {
     pub not_found: Vec<String>,
 }
 
-async fn list_ua(State(app): State<App>) -> Reply<Vec<UaRule>> {
-    Ok(Json(app.tracker.ua_rules().await?))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UaFilter {
+    source: Option<String>,
+}
+
+async fn list_ua(
+    State(app): State<App>,
+    query: Result<Query<UaFilter>, QueryRejection>,
+) -> Reply<Vec<UaRule>> {
+    let Query(filter) = query?;
+    let mut rules = app.tracker.ua_rules().await?;
+    if let Some(source) = filter.source {
+        rules.retain(|r| r.source == source);
+    }
+    Ok(Json(rules))
+}
+
+/// `POST /v1/ua/import`: the bot list, as rules of source `bots`, all or nothing.
+async fn import_ua(
+    State(app): State<App>,
+    body: Result<Json<ImportUaRules>, JsonRejection>,
+) -> Reply<ImportUaReply> {
+    let Json(req) = body?;
+    if req.list != crate::bots::SOURCE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{}` is not a list the agent carries (there is: bots)",
+                req.list
+            ),
+        ));
+    }
+    let source = crate::bots::SOURCE;
+    let existing = app.tracker.ua_rules().await?;
+    let before = existing.iter().filter(|r| r.source == source).count();
+    let others: std::collections::HashSet<String> = existing
+        .iter()
+        .filter(|r| r.source != source)
+        .map(|r| r.keyword.to_lowercase())
+        .collect();
+    let now = Timestamp::now();
+    let note = format!("bot list: {}", crate::bots::LIST);
+    let rules: Vec<UaRule> = crate::bots::keywords()
+        .map(|k| UaRule {
+            keyword: k.to_string(),
+            note: note.clone(),
+            created: now,
+            source: source.to_string(),
+        })
+        .collect();
+    let kept = rules.iter().filter(|r| others.contains(&r.keyword)).count();
+    app.tracker.add_ua_rules(rules).await?;
+    let after = app
+        .tracker
+        .ua_rules()
+        .await?
+        .iter()
+        .filter(|r| r.source == source)
+        .count();
+    Ok(Json(ImportUaReply {
+        source: source.to_string(),
+        list: crate::bots::LIST.to_string(),
+        before,
+        after,
+        kept,
+    }))
 }
 
 /// Keywords as given, trimmed; every one must have some text.
@@ -215,6 +298,7 @@ async fn add_ua(
             keyword: k.clone(),
             note: req.note.clone(),
             created: now,
+            source: crate::visit::UA_SOURCE_CLI.to_string(),
         })
         .collect();
     app.tracker.add_ua_rules(rules).await?;
@@ -232,10 +316,41 @@ async fn remove_ua(
     body: Result<Json<RemoveUaRules>, JsonRejection>,
 ) -> Reply<RemoveUaReply> {
     let Json(req) = body?;
-    let keywords = keywords(req.keywords)?;
-    let removed = app.tracker.remove_ua_rules(keywords.clone()).await?;
-    let gone: Vec<String> = removed.iter().map(|r| r.keyword.to_lowercase()).collect();
-    let not_found = keywords
+    let given = match (&req.source, req.keywords.is_empty()) {
+        // Every rule of the source.
+        (Some(_), true) => None,
+        _ => Some(keywords(req.keywords)?),
+    };
+    let to_remove = match &req.source {
+        None => given.clone().unwrap_or_default(),
+        // Of the keywords given, only those that are rules of the source.
+        Some(source) => {
+            let wanted: Option<std::collections::HashSet<String>> = given
+                .as_ref()
+                .map(|ks| ks.iter().map(|k| k.to_lowercase()).collect());
+            app.tracker
+                .ua_rules()
+                .await?
+                .into_iter()
+                .filter(|r| &r.source == source)
+                .filter(|r| {
+                    wanted
+                        .as_ref()
+                        .is_none_or(|w| w.contains(&r.keyword.to_lowercase()))
+                })
+                .map(|r| r.keyword)
+                .collect()
+        }
+    };
+    let removed = if to_remove.is_empty() {
+        Vec::new()
+    } else {
+        app.tracker.remove_ua_rules(to_remove).await?
+    };
+    let gone: std::collections::HashSet<String> =
+        removed.iter().map(|r| r.keyword.to_lowercase()).collect();
+    let not_found = given
+        .unwrap_or_default()
         .into_iter()
         .filter(|k| !gone.contains(&k.to_lowercase()))
         .collect();

@@ -62,6 +62,7 @@ macro_rules! store_suite {
             cleanup_removes_the_oldest_in_bounded_batches,
             page_views_are_totalled_over_every_visitor,
             ua_rules_compare_case_insensitively,
+            ua_rules_keep_their_source,
         );
     };
     (@each $fixture:expr; $($behaviour:ident),* $(,)?) => {
@@ -1237,6 +1238,7 @@ pub fn rule(keyword: &str, note: &str, created: i64) -> UaRule {
         keyword: keyword.into(),
         note: note.into(),
         created: at(created),
+        source: "cli".into(),
     }
 }
 
@@ -1283,5 +1285,43 @@ pub async fn ua_rules_compare_case_insensitively(store: &dyn Store) {
     assert_eq!(
         store.list_ua_rules().await.unwrap(),
         [rule("curl", "", NOW)]
+    );
+}
+
+pub async fn ua_rules_keep_their_source(store: &dyn Store) {
+    let bot = |keyword: &str, note: &str| UaRule {
+        source: "bots".into(),
+        ..rule(keyword, note, NOW)
+    };
+    store
+        .add_ua_rules(vec![rule("curl", "by hand", NOW)])
+        .await
+        .unwrap();
+    // An import leaves a rule added by hand as it is, and adds the rest under its source.
+    store
+        .add_ua_rules(vec![bot("curl", "bot list"), bot("googlebot", "bot list")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_ua_rules().await.unwrap(),
+        [rule("curl", "by hand", NOW), bot("googlebot", "bot list")]
+    );
+    // Adding by hand takes a rule of the list over.
+    store
+        .add_ua_rules(vec![rule("GoogleBot", "ours now", NOW + 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_ua_rules().await.unwrap(),
+        [
+            rule("curl", "by hand", NOW),
+            rule("googlebot", "ours now", NOW)
+        ]
+    );
+    // Removing returns the rule with its source.
+    store.add_ua_rules(vec![bot("bingbot", "")]).await.unwrap();
+    assert_eq!(
+        store.remove_ua_rules(vec!["BINGBOT".into()]).await.unwrap(),
+        [bot("bingbot", "")]
     );
 }

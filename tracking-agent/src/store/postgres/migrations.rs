@@ -106,6 +106,8 @@ pub(super) const STEPS: &[&str] = &[
         at_ms    bigint NOT NULL,
         entries  bigint NOT NULL
     );"#,
+    // 3: the source of a user-agent rule (`cli`, or `bots` for the imported bot list).
+    r#"ALTER TABLE ua_rules ADD COLUMN source text COLLATE "C" NOT NULL DEFAULT 'cli';"#,
 ];
 
 /// The schema version this code writes.

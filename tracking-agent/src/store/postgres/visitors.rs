@@ -246,13 +246,16 @@ fn rule_of(row: &Row) -> UaRule {
         keyword: row.get(0),
         note: row.get(1),
         created: Timestamp::from_millis(row.get(2)),
+        source: row.get(3),
     }
 }
 
 /// Every rule, by lowercased keyword (bytewise, as the column's collation is "C").
 pub(super) async fn list_ua_rules(client: &Object) -> Result<Vec<UaRule>> {
     let stmt = client
-        .prepare_cached("SELECT keyword, note, created_ms FROM ua_rules ORDER BY keyword_lower")
+        .prepare_cached(
+            "SELECT keyword, note, created_ms, source FROM ua_rules ORDER BY keyword_lower",
+        )
         .await?;
     Ok(client
         .query(&stmt, &[])
@@ -262,7 +265,9 @@ pub(super) async fn list_ua_rules(client: &Object) -> Result<Vec<UaRule>> {
         .collect())
 }
 
-/// Adds `rules`; a keyword that exists in any case gets the new note and keeps the rest.
+/// Adds `rules`; a keyword that exists in any case gets the new note and keeps the rest. A
+/// rule added by hand takes over a keyword of another source; an import leaves the rules of
+/// other sources alone.
 pub(super) async fn add_ua_rules(client: &mut Object, rules: Vec<UaRule>) -> Result<()> {
     // One per lowercased keyword, as applying them one by one gives: spelling and `created`
     // of the first, the note of the last.
@@ -270,7 +275,10 @@ pub(super) async fn add_ua_rules(client: &mut Object, rules: Vec<UaRule>) -> Res
     for rule in rules {
         by_key
             .entry(rule.keyword.to_lowercase())
-            .and_modify(|kept| kept.note.clone_from(&rule.note))
+            .and_modify(|kept| {
+                kept.note.clone_from(&rule.note);
+                kept.source.clone_from(&rule.source);
+            })
             .or_insert(rule);
     }
     if by_key.is_empty() {
@@ -282,15 +290,17 @@ pub(super) async fn add_ua_rules(client: &mut Object, rules: Vec<UaRule>) -> Res
     let keywords: Vec<&str> = rules.iter().map(|(_, r)| r.keyword.as_str()).collect();
     let notes: Vec<&str> = rules.iter().map(|(_, r)| r.note.as_str()).collect();
     let created: Vec<i64> = rules.iter().map(|(_, r)| r.created.as_millis()).collect();
+    let sources: Vec<&str> = rules.iter().map(|(_, r)| r.source.as_str()).collect();
     let tx = client.transaction().await?;
     let upsert = tx
         .prepare_cached(
-            "INSERT INTO ua_rules (keyword_lower, keyword, note, created_ms)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
-             ON CONFLICT (keyword_lower) DO UPDATE SET note = excluded.note",
+            "INSERT INTO ua_rules (keyword_lower, keyword, note, created_ms, source)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[])
+             ON CONFLICT (keyword_lower) DO UPDATE SET note = excluded.note, source = excluded.source
+             WHERE ua_rules.source = excluded.source OR excluded.source = 'cli'",
         )
         .await?;
-    tx.execute(&upsert, &[&lowers, &keywords, &notes, &created])
+    tx.execute(&upsert, &[&lowers, &keywords, &notes, &created, &sources])
         .await?;
     tx.commit().await?;
     Ok(())
@@ -311,13 +321,13 @@ pub(super) async fn remove_ua_rules(
     let stmt = client
         .prepare_cached(
             "DELETE FROM ua_rules WHERE keyword_lower = ANY($1::text[])
-             RETURNING keyword, note, created_ms, keyword_lower",
+             RETURNING keyword, note, created_ms, source, keyword_lower",
         )
         .await?;
     // One statement: a transaction of its own.
     let rows = client.query(&stmt, &[&keys]).await?;
     let mut removed: Vec<(String, UaRule)> =
-        rows.iter().map(|row| (row.get(3), rule_of(row))).collect();
+        rows.iter().map(|row| (row.get(4), rule_of(row))).collect();
     removed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(removed.into_iter().map(|(_, rule)| rule).collect())
 }

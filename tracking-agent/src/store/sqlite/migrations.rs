@@ -72,6 +72,8 @@ const STEPS: &[&str] = &[
     // of `bans`; nothing reads the records of one source through the index any more, and
     // keeping it up to date doubled the cost of every insert and delete of a sync.
     "DROP INDEX IF EXISTS bans_by_source;",
+    // 4: the source of a user-agent rule (`cli`, or `bots` for the imported bot list).
+    "ALTER TABLE ua_rules ADD COLUMN source TEXT NOT NULL DEFAULT 'cli';",
 ];
 
 /// The schema version this code writes.

@@ -10,8 +10,9 @@ use crate::{store::Result, time::Timestamp, visit::UaRule};
 
 /// Every rule, by lowercased keyword.
 pub(super) fn list(conn: &Connection) -> Result<Vec<UaRule>> {
-    let mut stmt = conn
-        .prepare_cached("SELECT keyword, note, created_ms FROM ua_rules ORDER BY keyword_lower")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT keyword, note, created_ms, source FROM ua_rules ORDER BY keyword_lower",
+    )?;
     let mut rows = stmt.query([])?;
     let mut rules = Vec::new();
     while let Some(row) = rows.next()? {
@@ -19,19 +20,23 @@ pub(super) fn list(conn: &Connection) -> Result<Vec<UaRule>> {
             keyword: row.get(0)?,
             note: row.get(1)?,
             created: Timestamp::from_millis(row.get(2)?),
+            source: row.get(3)?,
         });
     }
     Ok(rules)
 }
 
-/// Adds `rules`; a keyword that exists in any case gets the new note and keeps the rest.
+/// Adds `rules`; a keyword that exists in any case gets the new note and keeps the rest. A
+/// rule added by hand takes over a keyword of another source; an import leaves the rules of
+/// other sources alone.
 pub(super) fn add(conn: &mut Connection, rules: Vec<UaRule>) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut upsert = tx.prepare_cached(
-            "INSERT INTO ua_rules (keyword_lower, keyword, note, created_ms)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (keyword_lower) DO UPDATE SET note = excluded.note",
+            "INSERT INTO ua_rules (keyword_lower, keyword, note, created_ms, source)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (keyword_lower) DO UPDATE SET note = excluded.note, source = excluded.source
+             WHERE ua_rules.source = excluded.source OR excluded.source = 'cli'",
         )?;
         for rule in &rules {
             upsert.execute(params![
@@ -39,6 +44,7 @@ pub(super) fn add(conn: &mut Connection, rules: Vec<UaRule>) -> Result<()> {
                 rule.keyword,
                 rule.note,
                 rule.created.as_millis(),
+                rule.source,
             ])?;
         }
     }
@@ -55,7 +61,8 @@ pub(super) fn remove(conn: &mut Connection, keywords: Vec<String>) -> Result<Vec
     let mut removed = Vec::new();
     {
         let mut delete = tx.prepare_cached(
-            "DELETE FROM ua_rules WHERE keyword_lower = ?1 RETURNING keyword, note, created_ms",
+            "DELETE FROM ua_rules WHERE keyword_lower = ?1
+             RETURNING keyword, note, created_ms, source",
         )?;
         for key in &keys {
             let mut rows = delete.query([key])?;
@@ -64,10 +71,40 @@ pub(super) fn remove(conn: &mut Connection, keywords: Vec<String>) -> Result<Vec
                     keyword: row.get(0)?,
                     note: row.get(1)?,
                     created: Timestamp::from_millis(row.get(2)?),
+                    source: row.get(3)?,
                 });
             }
         }
     }
     tx.commit()?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_of_a_file_from_before_sources_become_rules_added_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("db")).unwrap();
+        // Version 3: no source column yet.
+        super::super::migrations::apply_up_to(&mut conn, 3).unwrap();
+        conn.execute(
+            "INSERT INTO ua_rules (keyword_lower, keyword, note, created_ms)
+             VALUES ('googlebot', 'Googlebot', 'search', 1)",
+            [],
+        )
+        .unwrap();
+        super::super::migrations::apply(&mut conn).unwrap();
+        assert_eq!(
+            list(&conn).unwrap(),
+            [UaRule {
+                keyword: "Googlebot".into(),
+                note: "search".into(),
+                created: Timestamp::from_millis(1),
+                source: "cli".into(),
+            }]
+        );
+    }
 }
