@@ -119,13 +119,14 @@ impl Fixture {
     }
 
     fn crowdsec_bans(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(
+        let page: serde_json::Value = serde_json::from_str(
             &self
                 .site
                 .agent
                 .cli_ok(["ban", "ls", "--source", "crowdsec", "--json"]),
         )
-        .expect("ban ls JSON")
+        .expect("ban ls JSON");
+        page["bans"].as_array().expect("a list of bans").clone()
     }
 
     fn status(&self) -> serde_json::Value {

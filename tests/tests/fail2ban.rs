@@ -13,12 +13,13 @@ use tests::{
 };
 
 fn bans_of(site: &Site, source: &str) -> Vec<Value> {
-    serde_json::from_str(
+    let page: Value = serde_json::from_str(
         &site
             .agent
             .cli_ok(["ban", "ls", "--source", source, "--json"]),
     )
-    .unwrap()
+    .expect("ban ls JSON");
+    page["bans"].as_array().expect("a list of bans").clone()
 }
 
 /// Waits until the source holds `count` bans, enforced by the kernel.

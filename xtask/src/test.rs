@@ -46,7 +46,8 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     let agent = build::agent(build::Profile::Debug)?;
 
     let mut test = cargo();
-    test.arg("test");
+    // Every failing test binary is reported, not only the first: one CI run shows them all.
+    test.args(["test", "--no-fail-fast"]);
     if !selects_packages(&cargo_args) {
         test.args(WORKSPACE);
     }
