@@ -43,6 +43,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "iptables",
         "the flood benchmark's raw-table rule matching an ipset",
     ),
+    (
+        "xdp-tools",
+        "the packet and flood benchmarks compare with xdp-filter",
+    ),
 ];
 
 /// Where Debian's LLVM 22 lives; bpf-linker's build finds it only when told.

@@ -17,10 +17,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tracking_agent::kernel::program::Redirect;
 
 use super::{cpu, udp};
-use crate::Netns;
+use crate::{Netns, bench::programs::Redirect};
 
 /// Frames a test run: about 10 ms of sending here, so a flood stops within that of its end.
 const CHUNK: u32 = 1 << 14;

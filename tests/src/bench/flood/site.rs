@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
+use ipnet::IpNet;
 
 use super::{cpu, live, offload, udp};
 use crate::{
@@ -17,12 +18,15 @@ use crate::{
     bench::{
         firewall::{IpSet, IptablesRule, NftTable, nft_counter_packets, run_in},
         lists,
+        reference::Reference,
+        xdp_filter::XdpFilter,
     },
     command,
 };
 
-/// Bans loaded in every filter.
-pub const BANS: usize = 100_000;
+/// Bans loaded in every filter: as many as xdp-filter holds (its maps are compiled for 10,000
+/// addresses a family), so that every filter holds the same list.
+pub const BANS: usize = 10_000;
 /// Where the flood goes (the discard port).
 const PORT: u16 = 9;
 /// The live frames' source port (the socket's is whatever the kernel picked).
@@ -41,6 +45,10 @@ pub enum Method {
     /// device (a static neighbour entry lets the sender send at all).
     Floor,
     Xdp,
+    /// xdp-filter (xdp-tools) attached by its own command.
+    XdpFilter,
+    /// The reference program: kernel hash maps and LPM tries.
+    Reference,
     Nft,
     Iptables,
     /// No filter: a socket receives the flood.
@@ -48,9 +56,11 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 7] = [
         Method::Floor,
         Method::Xdp,
+        Method::XdpFilter,
+        Method::Reference,
         Method::Nft,
         Method::Iptables,
         Method::Open,
@@ -60,6 +70,8 @@ impl Method {
         match self {
             Method::Floor => "floor (server end down)",
             Method::Xdp => "XDP (tracking)",
+            Method::XdpFilter => "XDP (xdp-filter)",
+            Method::Reference => "XDP (reference: kernel hash + LPM trie)",
             Method::Nft => "nftables netdev ingress",
             Method::Iptables => "iptables raw + ipset",
             Method::Open => "no filter, socket",
@@ -83,6 +95,8 @@ impl Sender {
 /// What holds the bans in a site. Rules go before the sets they use.
 enum Filter {
     Xdp(Box<Agent>),
+    XdpFilter(XdpFilter),
+    Reference(Box<Reference>),
     Nft(NftTable),
     Iptables {
         rule: IptablesRule,
@@ -122,6 +136,8 @@ pub struct Site {
 
 /// The bans in each method's format, in a temporary directory.
 struct Lists {
+    /// The addresses themselves, for the programs loaded from here.
+    addresses: Vec<Ipv4Addr>,
     dir: tempfile::TempDir,
     tracking: PathBuf,
     elements: String,
@@ -138,6 +154,7 @@ impl Lists {
         std::fs::write(&tracking, lists::tracking(&bans))?;
         Ok(Lists {
             elements: lists::nft_elements(&bans),
+            addresses: bans.clone(),
             ipset_adds: lists::ipset_lines("add", "trkflood", &bans),
             tracking,
             dir,
@@ -225,6 +242,8 @@ impl Site {
                 nft_counter_packets(&out).with_context(|| format!("no packets in {out}"))
             }
             Filter::Iptables { rule, .. } => rule.packets("match-set"),
+            Filter::XdpFilter(filter) => filter.dropped(),
+            Filter::Reference(reference) => reference.dropped(),
             Filter::None => Ok(0),
         }
     }
@@ -352,6 +371,20 @@ fn filter(
                 &["ban", "sync", "--source", "flood", "--file", &list],
             )?;
             Filter::Xdp(Box::new(agent))
+        }
+        Method::XdpFilter => {
+            let addrs: Vec<IpAddr> = lists.addresses.iter().map(|a| IpAddr::V4(*a)).collect();
+            Filter::XdpFilter(XdpFilter::load(server, iface, &addrs)?)
+        }
+        Method::Reference => {
+            let nets: Vec<IpNet> = lists
+                .addresses
+                .iter()
+                .map(|a| IpNet::from(IpAddr::V4(*a)))
+                .collect();
+            let mut reference = Box::new(Reference::load(&nets)?);
+            server.run(|| reference.attach(iface))?;
+            Filter::Reference(reference)
         }
         Method::Nft => {
             let table = NftTable::guard(server, "netdev", "trkflood");
