@@ -35,8 +35,8 @@ use site::{BANS, Cpus, Method, SETTLE, Sample, Sender, Site};
 
 pub fn run(scale: Scale) -> anyhow::Result<Report> {
     let (duration, baseline, rounds) = match scale {
-        Scale::Full => (Duration::from_secs(3), Duration::from_secs(1), 5),
-        Scale::Quick => (Duration::from_millis(500), Duration::from_millis(200), 3),
+        Scale::Full => (Duration::from_secs(2), Duration::from_millis(500), 5),
+        Scale::Quick => (Duration::from_millis(400), Duration::from_millis(150), 2),
     };
     let binary = release::agent()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -231,11 +231,13 @@ fn report(
                 .expect("a sender")],
         )
     };
-    let (live, socket) = (by(Sender::Live), by(Sender::Socket));
+    let (live, varied, socket) = (by(Sender::Live), by(Sender::Varied), by(Sender::Socket));
     let mut rows = rows(&live, "", true);
+    rows.extend(self::rows(&varied, "varied sources, ", false));
     rows.extend(self::rows(&socket, "socket sender, ", false));
 
     let mut notes = sender_notes(&live, "Live frames");
+    notes.extend(sender_notes(&varied, "Varied sources"));
     notes.extend(sender_notes(&socket, "Socket sender"));
     let rate_ratio = median(&ratios(&live.mpps(Method::Xdp), &live.mpps(Method::Nft)));
     let cpu_ratio = median(&ratios(
@@ -297,10 +299,13 @@ fn report(
         method: format!(
             "A client namespace floods 60-byte UDP frames from a banned source over a veth pair for {} ms \
              a flood, {rounds} rounds, seven topologies in turns (a different one first each round), \
-             in two ways each round. Live frames (the main rows): `BPF_PROG_TEST_RUN` with \
+             in three ways each round. Live frames (the main rows): `BPF_PROG_TEST_RUN` with \
              `BPF_F_TEST_XDP_LIVE_FRAMES` runs a program that redirects each frame to the client's \
              veth end, which transmits it (`ndo_xdp_xmit`) into the server end's receive ring as a raw \
-             XDP frame, as a NIC's driver delivers it (the way xdp-trafficgen sends). The socket sender \
+             XDP frame, as a NIC's driver delivers it (the way xdp-trafficgen sends). Varied sources (the rows \
+             marked so): the same, the sending program writing the next of the {BANS} banned addresses \
+             into each frame (and its IP header checksum; no UDP checksum), so that every filter looks \
+             up another source each packet. The socket sender \
              (the rows marked so): one thread's `sendmmsg`, 64 a call, on a connected socket bound to \
              the banned source. {BANS} IPv4 bans, the source among them, in each filter (xdp-filter \
              holds at most that many: its maps are compiled that size); xdp-filter is attached by \

@@ -66,6 +66,8 @@ impl Floor {
 /// no socket buffer on the way.
 pub struct Redirect {
     ebpf: Ebpf,
+    /// `redirect`, or `redirect_varied` with a list of sources.
+    program: &'static str,
 }
 
 impl Redirect {
@@ -82,7 +84,37 @@ impl Redirect {
         xdp_mut(&mut ebpf, "redirect")?
             .load()
             .context("verifying the redirect program")?;
-        Ok(Redirect { ebpf })
+        Ok(Redirect {
+            ebpf,
+            program: "redirect",
+        })
+    }
+
+    /// Like [`Redirect::load`], but every frame (IPv4) gets the next of `sources` as its source
+    /// address, round and round, with its header checksum fixed: a flood from many sources.
+    pub fn varied(ifindex: u32, sources: &[std::net::Ipv4Addr]) -> anyhow::Result<Redirect> {
+        let count = u32::try_from(sources.len())?;
+        anyhow::ensure!(count > 0, "no sources to vary");
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TARGET_IFINDEX", &ifindex, true)
+            .override_global("SOURCE_COUNT", &count, true)
+            .map_max_entries("SOURCES", count)
+            .load(REDIRECT)
+            .context("the redirect program's object")?;
+        xdp_mut(&mut ebpf, "redirect_varied")?
+            .load()
+            .context("verifying the varying redirect program")?;
+        let mut map: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+            ebpf.map_mut("SOURCES")
+                .context("the redirect program has no SOURCES map")?,
+        )?;
+        for (i, s) in sources.iter().enumerate() {
+            map.set(i as u32, u32::from_ne_bytes(s.octets()), 0)?;
+        }
+        Ok(Redirect {
+            ebpf,
+            program: "redirect_varied",
+        })
     }
 
     /// Sends `frame` `count` times (at most 4096 bytes less the headroom) and returns the
@@ -90,7 +122,7 @@ impl Redirect {
     /// namespace (where the target interface index is looked up); a frame the interface
     /// cannot take is dropped and not reported. `BPF_F_TEST_XDP_LIVE_FRAMES` needs Linux 5.18.
     pub fn send(&self, frame: &[u8], count: u32) -> anyhow::Result<std::time::Duration> {
-        let r = xdp(&self.ebpf, "redirect")?
+        let r = xdp(&self.ebpf, self.program)?
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 repeat: count,

@@ -40,6 +40,24 @@ impl Live {
         Ok(Live { redirect, frame })
     }
 
+    /// Like [`Live::new`], each frame from the next of `sources`, round and round. The UDP
+    /// checksum, which covers the source, is left out (0: none, which IPv4 allows); the sender
+    /// fixes the IP header's.
+    pub fn varied(
+        client: &Netns,
+        iface: &str,
+        mut frame: Vec<u8>,
+        sources: &[std::net::Ipv4Addr],
+    ) -> anyhow::Result<Live> {
+        let ifindex = client
+            .run(|| ifindex(iface))
+            .with_context(|| format!("the index of {iface}"))?;
+        frame[40..42].copy_from_slice(&[0, 0]);
+        let redirect =
+            Redirect::varied(ifindex, sources).context("loading the varying redirect program")?;
+        Ok(Live { redirect, frame })
+    }
+
     /// Sends for `duration`, from the calling thread, which must be in the client's namespace.
     pub fn flood(&self, duration: Duration) -> anyhow::Result<udp::Sent> {
         let cpu_before = cpu::this_thread()?;

@@ -84,12 +84,14 @@ impl Method {
 pub enum Sender {
     /// Raw frames into the client's veth end, like a NIC's: see [`live`].
     Live,
+    /// The same, each frame from the next of the banned addresses, round and round.
+    Varied,
     /// A UDP socket's `sendmmsg`: see [`udp`].
     Socket,
 }
 
 impl Sender {
-    pub const ALL: [Sender; 2] = [Sender::Live, Sender::Socket];
+    pub const ALL: [Sender; 3] = [Sender::Live, Sender::Varied, Sender::Socket];
 }
 
 /// What holds the bans in a site. Rules go before the sets they use.
@@ -131,6 +133,8 @@ pub struct Site {
     sender: UdpSocket,
     /// The same datagram as a raw frame, sent out of the client's end.
     live: live::Live,
+    /// The same frame from every banned address in turn.
+    varied: live::Live,
     topology: Topology,
 }
 
@@ -185,6 +189,14 @@ impl Site {
             SocketAddrV4::new(topology.client_v4()[0], LIVE_PORT),
             SocketAddrV4::new(topology.server_v4(), PORT),
         );
+        // Each topology has a subnet of its own: the bans differ only in the source.
+        let lists = Lists::new(topology.client_v4()[0])?;
+        let varied = live::Live::varied(
+            topology.client(),
+            topology.client_iface(),
+            frame.clone(),
+            &lists.addresses,
+        )?;
         let live = live::Live::new(topology.client(), topology.client_iface(), frame)?;
         let filter = match method {
             Method::Floor => {
@@ -192,13 +204,7 @@ impl Site {
                 Filter::None
             }
             Method::Open => Filter::None,
-            // Each topology has a subnet of its own: the bans differ only in the source.
-            _ => filter(
-                method,
-                &topology,
-                &Lists::new(topology.client_v4()[0])?,
-                binary,
-            )?,
+            _ => filter(method, &topology, &lists, binary)?,
         };
         let site = Site {
             method,
@@ -206,6 +212,7 @@ impl Site {
             receiver,
             sender,
             live,
+            varied,
             topology,
         };
         // A first flood of each kind resolves the neighbour, and shows the counters work.
@@ -279,6 +286,10 @@ impl Site {
                         Sender::Live => self.topology.client().run(|| {
                             cpu::pin_this_thread(cpus.send)?;
                             self.live.flood(duration)
+                        }),
+                        Sender::Varied => self.topology.client().run(|| {
+                            cpu::pin_this_thread(cpus.send)?;
+                            self.varied.flood(duration)
                         }),
                     }
                 })
