@@ -1,14 +1,16 @@
 //! Benchmark 2: dropping a flood end to end. A client namespace floods minimum-size UDP from a
-//! banned source over a veth pair; the server namespace holds 100,000 bans (the source among
-//! them) in one of four ways, each in a topology of its own, measured in turns within every
-//! round:
+//! banned source (or from every banned address in turn) over a veth pair; the server namespace
+//! holds 10,000 bans (the source among them: as many as xdp-filter holds) in one of six ways,
+//! each in a topology of its own, measured in turns within every round:
 //!
 //! 1. the agent's XDP program on the server's veth end, bans loaded with `tracking ban sync`;
-//! 2. an nftables `netdev` table with an `ingress` chain dropping `ip saddr @banned`;
-//! 3. iptables in the `raw` table's PREROUTING with an ipset `hash:ip`;
-//! 4. no filter: a socket counting the datagrams.
+//! 2. xdp-filter, attached by `xdp-filter load` (see [`super::xdp_filter`]);
+//! 3. the reference program, kernel hash maps and LPM tries (see [`super::reference`]);
+//! 4. an nftables `netdev` table with an `ingress` chain dropping `ip saddr @banned`;
+//! 5. iptables in the `raw` table's PREROUTING with an ipset `hash:ip`;
+//! 6. no filter: a socket counting the datagrams.
 //!
-//! A fifth topology, the floor, has the server's end down: the send path alone.
+//! A seventh topology, the floor, has the server's end down: the send path alone.
 //!
 //! Every server veth receives like a NIC, through NAPI with GRO (see [`offload`]). A veth runs
 //! its receive path on the sending CPU, in softirq right after each send, so the sender and the

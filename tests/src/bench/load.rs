@@ -323,6 +323,10 @@ struct Sized {
     times: [Vec<Times>; 3],
 }
 
+/// The agent's own account of a full load and a re-sync through the API, with how long each
+/// call took from here.
+type Breakdown = [(serde_json::Value, Duration); 2];
+
 /// Every tool's rounds at `n` lines, and with `split` the agent's own breakdown too.
 fn measure(
     n: usize,
@@ -330,7 +334,7 @@ fn measure(
     binary: &Path,
     topology: &Topology,
     split: bool,
-) -> anyhow::Result<(Sized, Option<[(serde_json::Value, Duration); 2]>)> {
+) -> anyhow::Result<(Sized, Option<Breakdown>)> {
     let list = lists::addresses(n, SEED);
     let change = lists::change(&list, CHANGED, SEED + 1);
     let changed = change.removed.len() + change.added.len();
@@ -469,11 +473,25 @@ fn slope(all: &[Sized]) -> String {
                 .collect();
             format!("{name} {}", each.join(", "))
         })
+        .chain(std::iter::once(format!(
+            "of the agent's own account (took_ms, from having the list to all of it enforced), \
+             ms: {}",
+            all.iter()
+                .map(|s| {
+                    let took: Vec<f64> = s.times[0]
+                        .iter()
+                        .filter_map(|t| t.took_full.map(|d| d.as_secs_f64() * 1000.0))
+                        .collect();
+                    format!("{} {}", fmt_count(s.n), fmt(median(&took)))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn report(rounds: usize, all: &[Sized], split: &[(serde_json::Value, Duration); 2]) -> Report {
+fn report(rounds: usize, all: &[Sized], split: &Breakdown) -> Report {
     let rows: Vec<Row> = all.iter().flat_map(size_rows).collect();
     let largest = all.last().expect("at least one size");
     let Sized { n, changed, times } = largest;

@@ -445,6 +445,7 @@ fn full(run: &mut Run) -> anyhow::Result<f64> {
     let v6_miss = IpAddr::V6("2a00:1450:4001::1".parse()?);
     let v6_hit = IpAddr::V6(table.v6[table.v6.len() / 2]);
     let at = label_count(n);
+    run.notes.push(prefix_probes(&table, prefix));
     let repeat = run.sizes.repeat;
     run.hot(
         &format!("{at}, IPv4 miss"),
@@ -546,6 +547,24 @@ fn grows(run: &mut Run, n: usize) -> anyhow::Result<()> {
     let sources = table.mixed_sources(run.sizes.cold, &banned);
     let target = (n == 1_000_000).then_some((1, 0.5));
     run.cold(&format!("{at}, cold mix"), &both, &sources, &banned, target)?;
+    if Some(&n) == run.sizes.scale.last() {
+        // The mix taken apart, to show which half costs what.
+        let (hits, misses): (Vec<IpAddr>, Vec<IpAddr>) = sources.iter().partition(|s| banned(**s));
+        run.cold(
+            &format!("{at}, cold hits only"),
+            &both,
+            &hits,
+            &banned,
+            None,
+        )?;
+        run.cold(
+            &format!("{at}, cold misses only"),
+            &both,
+            &misses,
+            &banned,
+            None,
+        )?;
+    }
     run.memory(
         &at,
         &[
@@ -601,6 +620,37 @@ fn lengths(run: &mut Run, k: usize) -> anyhow::Result<()> {
         repeat,
     )?;
     Ok(())
+}
+
+/// How many table probes the agent's program makes for the prefix hit: one per prefix length
+/// present in the source's /16 (from `V4_LENS`), longest first, down to the one that matches.
+fn prefix_probes(table: &Table, src: IpAddr) -> String {
+    let IpAddr::V4(a) = src else {
+        return String::new();
+    };
+    let slash16 = ipnet::Ipv4Net::new(a, 16).expect("valid").trunc();
+    let mut lens: Vec<u8> = table
+        .prefixes
+        .iter()
+        .filter(|p| p.contains(&slash16.network()) || slash16.contains(&p.network()))
+        .map(|p| p.prefix_len())
+        .collect();
+    lens.sort_unstable_by(|a, b| b.cmp(a));
+    lens.dedup();
+    let hit = table
+        .prefixes
+        .iter()
+        .filter(|p| p.contains(&a))
+        .map(|p| p.prefix_len())
+        .max()
+        .unwrap_or(0);
+    let probes = lens.iter().filter(|l| **l >= hit).count();
+    format!(
+        "The prefix hit ({src}, inside a /{hit}): the agent's program reads the source's filter word \
+         and its /16's length mask, then probes its table once per prefix length present in that \
+         /16, longest first: lengths {lens:?}, {probes} probes down to /{hit}. The reference's LPM \
+         trie walks one path of its trie after a hash-map miss.",
+    )
 }
 
 /// `1,000` as `1k`, `1,000,000` as `1M`.

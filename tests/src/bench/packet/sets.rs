@@ -107,7 +107,7 @@ impl Table {
         let step = (self.exact.len() / (count / 2).max(1)).max(1);
         let mut hits = self.exact.iter().step_by(step).cycle();
         while out.len() < count {
-            if rnd.next() % 2 == 0 {
+            if rnd.next().is_multiple_of(2) {
                 out.push(IpAddr::V4(*hits.next().expect("a ban")));
             } else {
                 let a = IpAddr::V4(Ipv4Addr::from(rnd.next() as u32));
@@ -206,5 +206,49 @@ impl Lengths {
                 Ipv6Addr::from(base | host)
             })
             .find(|a| self.longest(*a).is_some_and(|m| m.prefix_len() == shortest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_length_sets_hold_every_length_and_spare_the_near_miss() {
+        for k in [1, 8, 32, 64, 128] {
+            let set = Lengths::new(500, k);
+            assert_eq!(set.lens.len(), k);
+            assert_eq!(set.lens[0], 128);
+            assert!(
+                set.nets.iter().all(|n| !n.contains(&V6_NEAR_MISS)),
+                "k = {k}"
+            );
+            assert_eq!(set.longest(V6_NEAR_MISS), None);
+            // Its neighbour is banned, so the agent's /48 filter cannot turn the miss away.
+            let neighbour = Ipv6Addr::from(u128::from(V6_NEAR_MISS) ^ 1);
+            assert_eq!(set.longest(neighbour).map(|n| n.prefix_len()), Some(128));
+        }
+    }
+
+    #[test]
+    fn the_shortest_hit_matches_only_the_shortest_length() {
+        for k in [1, 8, 32, 64, 128] {
+            let set = Lengths::new(500, k);
+            let hit = set.shortest_hit().expect("a hit");
+            let shortest = *set.lens.last().unwrap();
+            assert_eq!(set.longest(hit).map(|n| n.prefix_len()), Some(shortest));
+        }
+    }
+
+    #[test]
+    fn the_cold_mix_is_half_banned_and_distinct_enough() {
+        let table = Table::addresses(10_000, 0);
+        let banned: HashSet<IpAddr> = table.exact.iter().map(|a| IpAddr::V4(*a)).collect();
+        let sources = table.mixed_sources(4096, &|a| banned.contains(&a));
+        assert_eq!(sources.len(), 4096);
+        let hits = sources.iter().filter(|s| banned.contains(s)).count();
+        assert!((1800..2300).contains(&hits), "{hits} hits");
+        let distinct: HashSet<&IpAddr> = sources.iter().collect();
+        assert!(distinct.len() > 4000, "{} distinct", distinct.len());
     }
 }
