@@ -282,7 +282,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
             v6: 1_000,
         },
     };
-    measure::pin_to_one_cpu();
+    let _pinned = measure::pin_to_one_cpu();
     let floor = Floor::load()?;
     let mut run = Run {
         sizes: &sizes,

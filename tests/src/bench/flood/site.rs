@@ -44,7 +44,10 @@ pub enum Method {
     /// The send path alone: the server's end is down, so every packet dies at the client's
     /// device (a static neighbour entry lets the sender send at all).
     Floor,
+    /// The agent as it starts by default, tables sized for a million IPv4 bans.
     Xdp,
+    /// The agent with tables sized for the list (`--max-bans-v4`), as the peers' are.
+    XdpSized,
     /// xdp-filter (xdp-tools) attached by its own command.
     XdpFilter,
     /// The reference program: kernel hash maps and LPM tries.
@@ -56,9 +59,10 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::Floor,
         Method::Xdp,
+        Method::XdpSized,
         Method::XdpFilter,
         Method::Reference,
         Method::Nft,
@@ -70,6 +74,7 @@ impl Method {
         match self {
             Method::Floor => "floor (server end down)",
             Method::Xdp => "XDP (tracking)",
+            Method::XdpSized => "XDP (tracking, tables sized for the list)",
             Method::XdpFilter => "XDP (xdp-filter)",
             Method::Reference => "XDP (reference: kernel hash + LPM trie)",
             Method::Nft => "nftables netdev ingress",
@@ -369,10 +374,13 @@ fn filter(
     let server = topology.server();
     let iface = topology.server_iface();
     Ok(match method {
-        Method::Xdp => {
-            let options = AgentOptions::new(iface)
-                .binary(binary)
-                .args(["--http", "off", "--log", "warn"]);
+        Method::Xdp | Method::XdpSized => {
+            let sized = (BANS + 16).to_string();
+            let mut args = vec!["--http", "off", "--log", "warn"];
+            if method == Method::XdpSized {
+                args.extend(["--max-bans-v4", &sized, "--max-bans-v6", "16"]);
+            }
+            let options = AgentOptions::new(iface).binary(binary).args(args);
             let agent =
                 std::panic::catch_unwind(AssertUnwindSafe(|| Agent::start(server, options)))
                     .map_err(|_| anyhow::anyhow!("the agent did not start (its log is above)"))??;

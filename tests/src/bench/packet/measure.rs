@@ -52,15 +52,32 @@ pub fn cold(run: &XdpRun, frames: &[Vec<u8>], verdict: u32) -> io::Result<(usize
 }
 
 /// Keeps the benchmark on one CPU: `BPF_PROG_TEST_RUN` runs on the caller's CPU, and a floor and
-/// its case should share it.
-pub fn pin_to_one_cpu() {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+/// its case should share it. The process's CPUs come back when the guard drops, so that the
+/// benchmarks run after this one (and the programs they start, which inherit the mask) have the
+/// whole machine again.
+pub fn pin_to_one_cpu() -> Pinned {
     // SAFETY: a zeroed cpu_set_t is valid; the set and its size are passed together.
     unsafe {
+        let mut before: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut before);
+        let cpus = libc::CPU_COUNT(&before).max(1) as usize;
+        let last = (0..libc::CPU_SETSIZE as usize)
+            .filter(|c| libc::CPU_ISSET(*c, &before))
+            .nth(cpus - 1)
+            .unwrap_or(0);
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpus - 1, &mut set);
+        libc::CPU_SET(last, &mut set);
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        Pinned(before)
+    }
+}
+
+/// The CPUs the process had before [`pin_to_one_cpu`].
+pub struct Pinned(libc::cpu_set_t);
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: the set was filled by sched_getaffinity; the set and its size go together.
+        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.0) };
     }
 }
