@@ -555,8 +555,9 @@ fn report(rounds: usize, all: &[Sized], split: &Breakdown) -> Report {
     let faster = median(&full(nft)).min(median(&full(ipset)));
     let part = |i: usize, k: &str| split[i].0[k].as_u64().unwrap_or(0);
     notes.push(format!(
-        "What the {lines}-line targets come down to: the full load must be enforced within {} ms \
-         (half the faster peer's {} ms) and takes {} ms; by the agent's account the store's \
+        "What the {lines}-line targets come down to: half the faster peer's median is {} ms (its \
+         median {} ms; the target is judged on each round's ratio), the agent's median full load \
+         {} ms; by the agent's account the store's \
          transaction takes {} ms of it, the kernel tables {} ms and parsing {} ms, and the rest \
          (about {} ms) is the command and the socket around it. A 1% re-sync is given the whole \
          list again, where the peers are given the delta as commands: parsing and diffing {lines} \
