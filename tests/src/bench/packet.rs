@@ -648,8 +648,9 @@ fn prefix_probes(table: &Table, src: IpAddr) -> String {
     format!(
         "The prefix hit ({src}, inside a /{hit}): the agent's program reads the source's filter word \
          and its /16's length mask, then probes its table once per prefix length present in that \
-         /16, longest first: lengths {lens:?}, {probes} probes down to /{hit}. The reference's LPM \
+         /16, longest first: lengths {lens:?}, {probes} {} down to /{hit}. The reference's LPM \
          trie walks one path of its trie after a hash-map miss.",
+        if probes == 1 { "probe" } else { "probes" },
     )
 }
 
