@@ -64,6 +64,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("prometheus", "`promtool check metrics` checks GET /metrics"),
     ("systemd", "`systemd-analyze verify` checks the unit"),
+    (
+        "xdp-tools",
+        "the packet and flood benchmarks compare with xdp-filter",
+    ),
 ];
 
 /// Debian's crowdsec registers with CrowdSec's Central API while it installs, and fails

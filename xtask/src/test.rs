@@ -17,8 +17,15 @@ use crate::{
 };
 
 /// Host crates only: `tracking-ebpf` is built for `bpfel-unknown-none` by the agent's build
-/// script, and its host build would also collide with the agent's `tracking` binary.
-const WORKSPACE: [&str; 3] = ["--workspace", "--exclude", "tracking-ebpf"];
+/// script (and its host build would also collide with the agent's `tracking` binary), and
+/// `tracking-bench-ebpf` by the tests crate's.
+const WORKSPACE: [&str; 5] = [
+    "--workspace",
+    "--exclude",
+    "tracking-ebpf",
+    "--exclude",
+    "tracking-bench-ebpf",
+];
 
 pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     if !process::is_root() {

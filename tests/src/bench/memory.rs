@@ -45,6 +45,18 @@ fn maps() -> anyhow::Result<HashMap<u32, (String, u64)>> {
         .collect())
 }
 
+/// Total `bytes_memlock` of the maps with these ids.
+pub(super) fn bytes(ids: &[u32]) -> anyhow::Result<u64> {
+    let all = maps()?;
+    ids.iter()
+        .map(|id| {
+            all.get(id)
+                .map(|(_, b)| *b)
+                .with_context(|| format!("bpftool does not show map {id}"))
+        })
+        .sum()
+}
+
 /// Total `bytes_memlock` of the maps `program` uses, and each map's share, largest first.
 fn kernel_memory(program: &Program) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
     let all = maps()?;

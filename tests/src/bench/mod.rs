@@ -2,11 +2,15 @@
 //! otherwise use, in one run on one machine, each comparison repeated and reported as medians
 //! with their spread. Shared machines are noisy, so ratios taken in the same run are what count.
 //!
-//! - [`packet`]: cost per packet through `BPF_PROG_TEST_RUN`, against a program that only passes.
-//! - [`flood`]: a UDP flood from a banned source over a veth, dropped by XDP, nftables or
-//!   iptables with an ipset, or received by a socket.
-//! - [`load`]: a million-line list loaded with `tracking ban sync`, `nft -f` and `ipset restore`,
-//!   and a 1% re-sync.
+//! - [`packet`]: cost per packet through `BPF_PROG_TEST_RUN` beside xdp-filter and the reference
+//!   program (kernel hash maps and LPM tries), hot and cold, as the lists grow.
+//! - [`flood`]: a UDP flood from a banned source over a veth, dropped by the agent's XDP program,
+//!   xdp-filter, the reference program, nftables or iptables with an ipset, or received by a
+//!   socket.
+//! - [`load`]: lists of 10,000 to a million lines loaded with `tracking ban sync`, `nft -f` and
+//!   `ipset restore`, and a 1% re-sync.
+//! - [`programs`], [`reference`] and [`xdp_filter`]: the benchmarks' own XDP programs (built from
+//!   `tests/ebpf`, never part of the agent), the reference peer, and xdp-filter as a peer.
 //! - [`lists`], [`firewall`] and [`release`]: the lists in each tool's format, the peers' tables
 //!   and sets as guards, and the release agent.
 //! - [`hook`]: visits a second through the HTTP hook, SQLite and PostgreSQL, against an HTTP floor.
@@ -29,11 +33,14 @@ pub mod lists;
 pub mod load;
 pub mod memory;
 pub mod packet;
+pub mod programs;
+pub mod reference;
 pub mod release;
 pub mod report;
 pub mod site;
 pub mod stream;
 pub mod wrk;
+pub mod xdp_filter;
 
 pub use report::{Report, Row, machine};
 

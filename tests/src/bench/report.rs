@@ -14,6 +14,8 @@ pub struct Row {
     pub unit: &'static str,
     /// `ratio` of this row's median to another's, and what the other is.
     pub ratio: Option<(f64, String)>,
+    /// Ratios to further rows, shown after the first (which a target, if any, is about).
+    pub also: Vec<(f64, String)>,
     pub target: Option<Target>,
 }
 
@@ -31,6 +33,7 @@ impl Row {
             samples,
             unit,
             ratio: None,
+            also: Vec::new(),
             target: None,
         }
     }
@@ -49,6 +52,12 @@ impl Row {
     /// to it: steadier than a ratio of medians when the machine's speed drifts.
     pub fn paired(mut self, ratios: &[f64], base: &str) -> Row {
         self.ratio = Some((median(ratios), base.to_string()));
+        self
+    }
+
+    /// Records one more paired ratio, shown after the first: a row compared with several peers.
+    pub fn also_paired(mut self, ratios: &[f64], base: &str) -> Row {
+        self.also.push((median(ratios), base.to_string()));
         self
     }
 
@@ -134,9 +143,11 @@ impl Report {
                     format!("{} {}", fmt(r.median()), r.unit),
                     r.spread(),
                     r.ratio
-                        .as_ref()
+                        .iter()
+                        .chain(&r.also)
                         .map(|(x, base)| format!("{x:.2}x {base}"))
-                        .unwrap_or_default(),
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     r.target
                         .as_ref()
                         .map(|t| t.text.clone())

@@ -17,10 +17,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tracking_agent::kernel::program::Redirect;
 
 use super::{cpu, udp};
-use crate::Netns;
+use crate::{Netns, bench::programs::Redirect};
 
 /// Frames a test run: about 10 ms of sending here, so a flood stops within that of its end.
 const CHUNK: u32 = 1 << 14;
@@ -38,6 +37,24 @@ impl Live {
             .run(|| ifindex(iface))
             .with_context(|| format!("the index of {iface}"))?;
         let redirect = Redirect::load(ifindex).context("loading the redirect program")?;
+        Ok(Live { redirect, frame })
+    }
+
+    /// Like [`Live::new`], each frame from the next of `sources`, round and round. The UDP
+    /// checksum, which covers the source, is left out (0: none, which IPv4 allows); the sender
+    /// fixes the IP header's.
+    pub fn varied(
+        client: &Netns,
+        iface: &str,
+        mut frame: Vec<u8>,
+        sources: &[std::net::Ipv4Addr],
+    ) -> anyhow::Result<Live> {
+        let ifindex = client
+            .run(|| ifindex(iface))
+            .with_context(|| format!("the index of {iface}"))?;
+        frame[40..42].copy_from_slice(&[0, 0]);
+        let redirect =
+            Redirect::varied(ifindex, sources).context("loading the varying redirect program")?;
         Ok(Live { redirect, frame })
     }
 

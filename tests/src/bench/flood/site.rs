@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
+use ipnet::IpNet;
 
 use super::{cpu, live, offload, udp};
 use crate::{
@@ -17,12 +18,15 @@ use crate::{
     bench::{
         firewall::{IpSet, IptablesRule, NftTable, nft_counter_packets, run_in},
         lists,
+        reference::Reference,
+        xdp_filter::XdpFilter,
     },
     command,
 };
 
-/// Bans loaded in every filter.
-pub const BANS: usize = 100_000;
+/// Bans loaded in every filter: as many as xdp-filter holds (its maps are compiled for 10,000
+/// addresses a family), so that every filter holds the same list.
+pub const BANS: usize = 10_000;
 /// Where the flood goes (the discard port).
 const PORT: u16 = 9;
 /// The live frames' source port (the socket's is whatever the kernel picked).
@@ -40,7 +44,14 @@ pub enum Method {
     /// The send path alone: the server's end is down, so every packet dies at the client's
     /// device (a static neighbour entry lets the sender send at all).
     Floor,
+    /// The agent as it starts by default, tables sized for a million IPv4 bans.
     Xdp,
+    /// The agent with tables sized for the list (`--max-bans-v4`), as the peers' are.
+    XdpSized,
+    /// xdp-filter (xdp-tools) attached by its own command.
+    XdpFilter,
+    /// The reference program: kernel hash maps and LPM tries.
+    Reference,
     Nft,
     Iptables,
     /// No filter: a socket receives the flood.
@@ -48,9 +59,12 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 8] = [
         Method::Floor,
         Method::Xdp,
+        Method::XdpSized,
+        Method::XdpFilter,
+        Method::Reference,
         Method::Nft,
         Method::Iptables,
         Method::Open,
@@ -60,6 +74,9 @@ impl Method {
         match self {
             Method::Floor => "floor (server end down)",
             Method::Xdp => "XDP (tracking)",
+            Method::XdpSized => "XDP (tracking, tables sized for the list)",
+            Method::XdpFilter => "XDP (xdp-filter)",
+            Method::Reference => "XDP (reference: kernel hash + LPM trie)",
             Method::Nft => "nftables netdev ingress",
             Method::Iptables => "iptables raw + ipset",
             Method::Open => "no filter, socket",
@@ -72,17 +89,21 @@ impl Method {
 pub enum Sender {
     /// Raw frames into the client's veth end, like a NIC's: see [`live`].
     Live,
+    /// The same, each frame from the next of the banned addresses, round and round.
+    Varied,
     /// A UDP socket's `sendmmsg`: see [`udp`].
     Socket,
 }
 
 impl Sender {
-    pub const ALL: [Sender; 2] = [Sender::Live, Sender::Socket];
+    pub const ALL: [Sender; 3] = [Sender::Live, Sender::Varied, Sender::Socket];
 }
 
 /// What holds the bans in a site. Rules go before the sets they use.
 enum Filter {
     Xdp(Box<Agent>),
+    XdpFilter(XdpFilter),
+    Reference(Box<Reference>),
     Nft(NftTable),
     Iptables {
         rule: IptablesRule,
@@ -117,11 +138,15 @@ pub struct Site {
     sender: UdpSocket,
     /// The same datagram as a raw frame, sent out of the client's end.
     live: live::Live,
+    /// The same frame from every banned address in turn.
+    varied: live::Live,
     topology: Topology,
 }
 
 /// The bans in each method's format, in a temporary directory.
 struct Lists {
+    /// The addresses themselves, for the programs loaded from here.
+    addresses: Vec<Ipv4Addr>,
     dir: tempfile::TempDir,
     tracking: PathBuf,
     elements: String,
@@ -138,6 +163,7 @@ impl Lists {
         std::fs::write(&tracking, lists::tracking(&bans))?;
         Ok(Lists {
             elements: lists::nft_elements(&bans),
+            addresses: bans.clone(),
             ipset_adds: lists::ipset_lines("add", "trkflood", &bans),
             tracking,
             dir,
@@ -168,6 +194,14 @@ impl Site {
             SocketAddrV4::new(topology.client_v4()[0], LIVE_PORT),
             SocketAddrV4::new(topology.server_v4(), PORT),
         );
+        // Each topology has a subnet of its own: the bans differ only in the source.
+        let lists = Lists::new(topology.client_v4()[0])?;
+        let varied = live::Live::varied(
+            topology.client(),
+            topology.client_iface(),
+            frame.clone(),
+            &lists.addresses,
+        )?;
         let live = live::Live::new(topology.client(), topology.client_iface(), frame)?;
         let filter = match method {
             Method::Floor => {
@@ -175,13 +209,7 @@ impl Site {
                 Filter::None
             }
             Method::Open => Filter::None,
-            // Each topology has a subnet of its own: the bans differ only in the source.
-            _ => filter(
-                method,
-                &topology,
-                &Lists::new(topology.client_v4()[0])?,
-                binary,
-            )?,
+            _ => filter(method, &topology, &lists, binary)?,
         };
         let site = Site {
             method,
@@ -189,6 +217,7 @@ impl Site {
             receiver,
             sender,
             live,
+            varied,
             topology,
         };
         // A first flood of each kind resolves the neighbour, and shows the counters work.
@@ -225,6 +254,8 @@ impl Site {
                 nft_counter_packets(&out).with_context(|| format!("no packets in {out}"))
             }
             Filter::Iptables { rule, .. } => rule.packets("match-set"),
+            Filter::XdpFilter(filter) => filter.dropped(),
+            Filter::Reference(reference) => reference.dropped(),
             Filter::None => Ok(0),
         }
     }
@@ -260,6 +291,10 @@ impl Site {
                         Sender::Live => self.topology.client().run(|| {
                             cpu::pin_this_thread(cpus.send)?;
                             self.live.flood(duration)
+                        }),
+                        Sender::Varied => self.topology.client().run(|| {
+                            cpu::pin_this_thread(cpus.send)?;
+                            self.varied.flood(duration)
                         }),
                     }
                 })
@@ -339,10 +374,13 @@ fn filter(
     let server = topology.server();
     let iface = topology.server_iface();
     Ok(match method {
-        Method::Xdp => {
-            let options = AgentOptions::new(iface)
-                .binary(binary)
-                .args(["--http", "off", "--log", "warn"]);
+        Method::Xdp | Method::XdpSized => {
+            let sized = (BANS + 16).to_string();
+            let mut args = vec!["--http", "off", "--log", "warn"];
+            if method == Method::XdpSized {
+                args.extend(["--max-bans-v4", &sized, "--max-bans-v6", "16"]);
+            }
+            let options = AgentOptions::new(iface).binary(binary).args(args);
             let agent =
                 std::panic::catch_unwind(AssertUnwindSafe(|| Agent::start(server, options)))
                     .map_err(|_| anyhow::anyhow!("the agent did not start (its log is above)"))??;
@@ -352,6 +390,20 @@ fn filter(
                 &["ban", "sync", "--source", "flood", "--file", &list],
             )?;
             Filter::Xdp(Box::new(agent))
+        }
+        Method::XdpFilter => {
+            let addrs: Vec<IpAddr> = lists.addresses.iter().map(|a| IpAddr::V4(*a)).collect();
+            Filter::XdpFilter(XdpFilter::load(server, iface, &addrs)?)
+        }
+        Method::Reference => {
+            let nets: Vec<IpNet> = lists
+                .addresses
+                .iter()
+                .map(|a| IpNet::from(IpAddr::V4(*a)))
+                .collect();
+            let mut reference = Box::new(Reference::load(&nets)?);
+            server.run(|| reference.attach(iface))?;
+            Filter::Reference(reference)
         }
         Method::Nft => {
             let table = NftTable::guard(server, "netdev", "trkflood");
