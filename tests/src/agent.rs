@@ -6,7 +6,7 @@ use std::{
     ffi::{OsStr, OsString},
     fs::OpenOptions,
     io::{self, Write as _},
-    os::unix::net::UnixStream,
+    os::unix::{net::UnixStream, process::ExitStatusExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicBool, Ordering},
@@ -16,7 +16,7 @@ use std::{
 
 use tempfile::TempDir;
 
-use crate::{binary, bpffs, command, netns, netns::Netns, unique};
+use crate::{binary, bpffs, command, in_process::InProcess, netns, netns::Netns, unique};
 
 /// How long the agent may take to answer on its socket after starting.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,6 +40,8 @@ pub struct AgentOptions {
     /// `--database` instead of the SQLite file in the agent's directory, e.g. a
     /// `postgresql://` URL (the flag may be given only once).
     pub database: Option<OsString>,
+    /// Run the daemon on threads of the test process ([`InProcess`]) instead of as a process.
+    pub in_process: bool,
 }
 
 impl AgentOptions {
@@ -50,7 +52,16 @@ impl AgentOptions {
             env: Vec::new(),
             binary: None,
             database: None,
+            in_process: false,
         }
+    }
+
+    /// Runs the daemon inside the test process (see [`InProcess`]): the same flags and the
+    /// same library, without a process to start; such an agent cannot be killed or given an
+    /// environment of its own.
+    pub fn in_process(mut self) -> AgentOptions {
+        self.in_process = true;
+        self
     }
 
     /// Runs the agent on this store (`--database`) instead of its own SQLite file.
@@ -108,8 +119,8 @@ pub struct Agent {
     /// `/sys/fs/bpf/trk-test-<pid>-<n>`: unique, so agents of parallel tests share no pins.
     pins: PathBuf,
     log: PathBuf,
-    /// The process this harness started; `None` once it was stopped or killed.
-    child: Option<Child>,
+    /// The agent this harness started; `None` once it was stopped or killed.
+    running: Option<Running>,
     /// Set when a failure message already showed the log, so that drop does not repeat it.
     log_shown: AtomicBool,
 }
@@ -141,7 +152,7 @@ impl Agent {
             log: dir.path().join("agent.log"),
             pins,
             dir,
-            child: None,
+            running: None,
             log_shown: AtomicBool::new(false),
         };
         // From here on a failure or panic drops the agent, which cleans up what exists.
@@ -174,9 +185,13 @@ impl Agent {
         self.dir.path()
     }
 
-    /// The agent's process id, while the process the harness started runs.
+    /// The agent's process id, while the process the harness started runs (`None` for an
+    /// agent in this process).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        match &self.running {
+            Some(Running::Process(child)) => Some(child.id()),
+            _ => None,
+        }
     }
 
     /// The agent's log so far.
@@ -231,8 +246,14 @@ impl Agent {
 
     /// Kills the agent with SIGKILL, as a crash would, and waits for it. Only the process this
     /// harness started is signalled. Its pins and database stay for [`Agent::restart`].
+    ///
+    /// # Panics
+    /// For an agent in this process, which cannot be killed.
     pub fn kill9(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
+        let mut child = match self.running.take()? {
+            Running::Process(child) => child,
+            Running::InProcess(_) => panic!("an in-process agent cannot be killed"),
+        };
         if let Err(error) = child.kill() {
             eprintln!("harness: SIGKILL to agent {}: {error}", child.id());
         }
@@ -241,8 +262,22 @@ impl Agent {
 
     /// Stops the agent gracefully: SIGTERM, and SIGKILL when it has not exited after 10 s.
     /// Returns how it exited (`None` when it was not running).
+    /// An agent in this process is stopped through its shutdown future; it "exits" 0 when
+    /// its daemon returned `Ok`, 1 otherwise.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
+        let mut child = match self.running.take()? {
+            Running::Process(child) => child,
+            Running::InProcess(mut agent) => {
+                let code = match agent.stop(STOP_TIMEOUT) {
+                    Ok(()) => 0,
+                    Err(error) => {
+                        eprintln!("harness: {error}");
+                        1
+                    }
+                };
+                return Some(ExitStatus::from_raw(code << 8));
+            }
+        };
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
@@ -293,20 +328,37 @@ impl Agent {
             .append(true)
             .open(&self.log)?;
         writeln!(log, "--- harness: starting the agent ---")?;
+        let mut argv: Vec<OsString> = ["agent", "run", "--iface", &self.options.iface]
+            .map(OsString::from)
+            .into();
+        argv.push("--socket".into());
+        argv.push(self.socket.clone().into());
+        argv.push("--database".into());
+        argv.push(
+            self.options
+                .database
+                .clone()
+                .unwrap_or_else(|| self.database.clone().into()),
+        );
+        argv.push("--bpffs-dir".into());
+        argv.push(self.pins.clone().into());
+        argv.extend(self.options.args.iter().cloned());
+        if self.options.in_process {
+            assert!(
+                self.options.env.is_empty(),
+                "an in-process agent shares the test's environment"
+            );
+            drop(log);
+            self.running = Some(Running::InProcess(InProcess::start(
+                &self.netns,
+                argv,
+                &self.log,
+            )?));
+            self.wait_ready("(in process) tracking agent run");
+            return Ok(());
+        }
         let mut run = netns::command_in(&self.netns, &self.binary);
-        run.args(["agent", "run", "--iface", &self.options.iface])
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--database")
-            .arg(
-                self.options
-                    .database
-                    .as_deref()
-                    .unwrap_or(self.database.as_os_str()),
-            )
-            .arg("--bpffs-dir")
-            .arg(&self.pins)
-            .args(&self.options.args)
+        run.args(&argv)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -314,7 +366,7 @@ impl Agent {
         let child = run
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", command::display(&run))))?;
-        self.child = Some(child);
+        self.running = Some(Running::Process(child));
         self.wait_ready(&command::display(&run));
         Ok(())
     }
@@ -328,9 +380,15 @@ impl Agent {
             if answers(&self.socket) {
                 return;
             }
-            let child = self.child.as_mut().expect("spawned just before");
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
+            let exited = match self.running.as_mut().expect("spawned just before") {
+                Running::Process(child) => child.try_wait().ok().flatten().map(|s| s.to_string()),
+                Running::InProcess(agent) if agent.is_finished() => {
+                    Some(agent.stop(STOP_TIMEOUT).err().unwrap_or_default())
+                }
+                Running::InProcess(_) => None,
+            };
+            if let Some(status) = exited {
+                self.running = None;
                 panic!(
                     "the agent exited ({status}) before answering on its socket\n$ {shown}\n{}",
                     self.log_tail()
@@ -387,6 +445,13 @@ impl Drop for Agent {
             eprintln!("harness: could not remove {}: {error}", self.pins.display());
         }
     }
+}
+
+/// How the agent runs: a process the harness started, or threads of this one.
+#[derive(Debug)]
+enum Running {
+    Process(Child),
+    InProcess(InProcess),
 }
 
 /// Whether the agent on `socket` answers `GET /v1/status` (within a second).

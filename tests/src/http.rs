@@ -1,7 +1,7 @@
-//! A minimal HTTP/1.1 client for the agent's HTTP listener, which runs inside a test namespace:
-//! the connection is opened from a thread in that namespace (and the socket stays there), the
-//! request and answer go over it from the test's thread. One request per connection
-//! (`Connection: close`), so the answer ends where the stream does.
+//! Requests to the agent's HTTP listener, which runs inside a test namespace: the connection is
+//! opened from a thread in that namespace (and the socket stays there), then hyper's HTTP/1.1
+//! client sends the request and reads the answer over it from the test's thread. One request
+//! per connection, each answer read whole.
 
 use std::{
     io::{self, Read as _, Write as _},
@@ -9,11 +9,14 @@ use std::{
     time::Duration,
 };
 
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::netns::Netns;
 
-/// How long connecting and each read or write may take.
+/// How long connecting, and the whole exchange, may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A request to send with [`Request::send`].
@@ -67,11 +70,9 @@ impl Request {
 
     /// An HTML form's body (`application/x-www-form-urlencoded`).
     pub fn form(mut self, fields: &[(&str, &str)]) -> Request {
-        let encoded: Vec<String> = fields
-            .iter()
-            .map(|(name, value)| format!("{}={}", form_encode(name), form_encode(value)))
-            .collect();
-        self.body = encoded.join("&").into_bytes();
+        self.body = serde_urlencoded::to_string(fields)
+            .expect("text fields encode")
+            .into_bytes();
         self.header("Content-Type", "application/x-www-form-urlencoded")
     }
 
@@ -92,24 +93,60 @@ impl Request {
         self.send_on(stream, addr)
     }
 
-    fn send_on(&self, mut stream: TcpStream, addr: SocketAddr) -> io::Result<Response> {
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.method,
-            self.path,
-            self.body.len()
-        );
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(&self.body)?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        Response::parse(&raw)
+    fn send_on(&self, stream: TcpStream, addr: SocketAddr) -> io::Result<Response> {
+        stream.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let exchange = async {
+            let stream = tokio::net::TcpStream::from_std(stream)?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(io::Error::other)?;
+            let connection = tokio::spawn(connection);
+            let mut request = hyper::Request::builder()
+                .method(self.method.as_str())
+                .uri(self.path.as_str())
+                .header("Host", addr.to_string());
+            for (name, value) in &self.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let request = request
+                .body(Full::new(Bytes::from(self.body.clone())))
+                .map_err(io::Error::other)?;
+            let answer = sender
+                .send_request(request)
+                .await
+                .map_err(io::Error::other)?;
+            let status = answer.status().as_u16();
+            let headers = answer
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect();
+            let body = answer
+                .into_body()
+                .collect()
+                .await
+                .map_err(io::Error::other)?
+                .to_bytes()
+                .to_vec();
+            connection.abort();
+            io::Result::Ok(Response {
+                status,
+                headers,
+                body,
+            })
+        };
+        runtime.block_on(async {
+            tokio::time::timeout(TIMEOUT, exchange)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no whole answer in time"))?
+        })
     }
 }
 
@@ -150,67 +187,6 @@ impl Response {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
-
-    fn parse(raw: &[u8]) -> io::Result<Response> {
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| bad("the answer has no end of headers"))?;
-        let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("headers are not UTF-8"))?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| bad(&format!("bad status line `{status_line}`")))?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let mut response = Response {
-            status,
-            headers,
-            body: raw[end + 4..].to_vec(),
-        };
-        if response
-            .header("transfer-encoding")
-            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
-        {
-            response.body = dechunk(&response.body).ok_or_else(|| bad("bad chunked body"))?;
-        }
-        Ok(response)
-    }
-}
-
-/// The body of a `Transfer-Encoding: chunked` answer.
-fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&raw[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(raw.get(..size)?);
-        raw = raw.get(size + 2..)?;
-    }
-}
-
-/// `application/x-www-form-urlencoded` encoding of one name or value.
-fn form_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A page served at `/` from a port of its own in a namespace: another site on the same host,
@@ -265,25 +241,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_plain_answer_is_read_with_its_headers() {
-        let raw = b"HTTP/1.1 303 See Other\r\nLocation: /login\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\r\nbody";
-        let response = Response::parse(raw).unwrap();
-        assert_eq!(response.status, 303);
-        assert_eq!(response.header("location"), Some("/login"));
-        assert_eq!(response.headers("Set-Cookie"), ["a=1", "b=2"]);
-        assert_eq!(response.text(), "body");
-    }
-
-    #[test]
-    fn a_chunked_answer_is_put_back_together() {
-        let raw =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        let response = Response::parse(raw).unwrap();
-        assert_eq!(response.json(), serde_json::json!({"a": 1}));
-    }
-
-    #[test]
     fn form_fields_are_encoded() {
-        assert_eq!(form_encode("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+        let request = Request::post("/login").form(&[("a b&c", "d/é"), ("next", "/")]);
+        assert_eq!(
+            String::from_utf8(request.body).unwrap(),
+            "a+b%26c=d%2F%C3%A9&next=%2F"
+        );
     }
 }

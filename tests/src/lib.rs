@@ -10,7 +10,8 @@
 //! - [`site`]: [`site::Site`], the agent and an echo server in the server namespace of a
 //!   [`Topology`], with assertions on what gets through.
 //! - [`agent`]: [`Agent`], the real `tracking` agent in a namespace, with its own socket,
-//!   database and bpffs pins; and the CLI talking to it.
+//!   database and bpffs pins; and the CLI talking to it. [`in_process`]: the same agent run
+//!   by the agent's library on threads of the test process.
 //! - [`binary`]: which `tracking` binary the harness runs.
 //! - [`bpffs`]: makes sure bpffs is mounted where pins go.
 //! - [`django`]: the Django package's example site under gunicorn in a namespace.
@@ -57,6 +58,7 @@ pub mod echo;
 pub mod fail2ban;
 pub mod frames;
 pub mod http;
+pub mod in_process;
 pub mod loaded;
 pub mod netns;
 pub mod raw;

@@ -36,6 +36,12 @@ impl WebSite {
         WebSite::with(args, |options| options)
     }
 
+    /// Like [`WebSite::start`], with the agent's daemon running in this process
+    /// ([`AgentOptions::in_process`]).
+    pub fn in_process(args: &[&str]) -> WebSite {
+        WebSite::with(args, AgentOptions::in_process)
+    }
+
     /// Like [`WebSite::start`], with the agent's options as `options` makes them (another
     /// `--database`, say).
     pub fn with(args: &[&str], options: impl FnOnce(AgentOptions) -> AgentOptions) -> WebSite {

@@ -645,10 +645,14 @@ fn the_map_and_live_pages_update_in_a_browser_as_visitors_come_and_go() {
             .wait_for(expression, ARRIVES)
             .unwrap_or_else(|e| panic!("{e}\n{}\n{}", f.django.log_tail(), browser.log_tail()))
     };
+    // Alice's own visit reaches the agent in the package's next batch, after the page may
+    // have drawn: the page polls, so her count shows without a reload.
     shows(
         &mut browser,
         "document.querySelectorAll('circle.marker').length === 2
-            && document.querySelector('.tracking-world img').naturalWidth > 0",
+            && document.querySelector('.tracking-world img').naturalWidth > 0
+            && document.querySelector('.tracking-summary').textContent
+                .startsWith('3 active visitors')",
     );
     let title = browser
         .eval("document.title + ' | ' + document.querySelector('.tracking-summary').textContent")

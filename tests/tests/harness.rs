@@ -171,7 +171,8 @@ fn a_panic_inside_a_namespace_reaches_the_test() {
 }
 
 /// A stand-in for `tracking` with just enough of its command line for the runner: `agent run`
-/// listens on `--socket` (or exits when `FAKE_AGENT=exit`), `agent detach` leaves a note next
+/// answers every request on `--socket` with 200, as the agent answers `GET /v1/status` once it
+/// is ready (or exits when `FAKE_AGENT=exit`), `agent detach` leaves a note next
 /// to the script, `--socket <sock> <args>` prints `cli <args>`.
 const FAKE_AGENT: &str = r#"#!/bin/sh
 here=$(dirname "$0")
@@ -192,7 +193,10 @@ server.bind(path)
 server.listen(16)
 print("listening", flush=True)
 while True:
-    server.accept()[0].close()
+    connection = server.accept()[0]
+    connection.recv(4096)
+    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    connection.close()
 ' "$socket"
 fi
 exit 64

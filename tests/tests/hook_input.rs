@@ -1,5 +1,6 @@
 //! Bad input to the HTTP listener gets a clear 4xx and changes nothing, and the agent keeps its
-//! secrets: with the real agent in a network namespace. Needs root.
+//! secrets: with the real agent in a network namespace (its daemon in this process where no
+//! process of its own is looked at). Needs root.
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -11,7 +12,7 @@ use tests::{
 
 #[test]
 fn a_long_keyword_of_many_byte_characters_is_refused_not_a_panic() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     let keyword = "€".repeat(100);
     let response = site.send(
         Request::post("/v1/ua")
@@ -34,7 +35,7 @@ fn a_long_keyword_of_many_byte_characters_is_refused_not_a_panic() {
 
 #[test]
 fn a_visit_time_is_taken_with_any_offset_within_its_window_and_refused_outside() {
-    let site = WebSite::start(&["--cleanup-timeout", "24h"]);
+    let site = WebSite::in_process(&["--cleanup-timeout", "24h"]);
     let now = tracking_agent::time::Timestamp::now();
     // Two hours ago, written with an offset of +02:00.
     let then = tracking_agent::time::Timestamp::from_millis(now.as_millis() - 7_200_000);
@@ -66,7 +67,7 @@ fn a_visit_time_is_taken_with_any_offset_within_its_window_and_refused_outside()
 
 #[test]
 fn a_field_given_twice_is_refused_in_one_visit_and_in_a_batch() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     let twice = br#"{"ip":"192.0.2.1","session_key":"a","session_key":"b"}"#.to_vec();
     let one = site.send(
         Request::post("/v1/visits")
@@ -148,4 +149,15 @@ fn tokens_come_from_files_and_the_store_is_private() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{}", file.display());
     }
+}
+
+#[test]
+fn the_log_written_to_a_file_is_plain_text_without_colour_codes() {
+    // The harness sends the agent's stderr to a file, as systemd sends it to the journal.
+    let site = WebSite::start(&[]);
+    let refused = site.send(Request::post("/v1/visits").bearer("wrong").json(&json!({})));
+    assert_eq!(refused.status, 401);
+    let log = site.agent.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in the log:\n{log}");
 }

@@ -1,7 +1,7 @@
 //! The pages hold against other sites and guessing: strict headers, no change made through a
 //! logged-in browser from another site's page, no framing, sessions that logging out revokes
-//! and that expire, a limit on wrong tokens. With the real agent and a headless Chromium in a
-//! network namespace; needs root.
+//! and that expire, a limit on wrong tokens. With the real agent (its daemon in this process)
+//! and a headless Chromium in a network namespace; needs root.
 
 use std::{thread, time::Duration};
 
@@ -13,7 +13,7 @@ use tests::{
 
 #[test]
 fn every_answer_carries_headers_that_keep_the_pages_to_themselves() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     let cookie = site.session();
     for path in [
         "/",
@@ -54,7 +54,7 @@ fn every_answer_carries_headers_that_keep_the_pages_to_themselves() {
 
 #[test]
 fn the_pages_run_under_their_policy_without_a_single_violation() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     site.visit(json!({"ip": "192.0.2.10", "session_key": "s1", "url": "/pricing"}));
     let mut browser = site.browser();
     for path in ["/", "/live", "/map", "/admin"] {
@@ -68,7 +68,7 @@ fn the_pages_run_under_their_policy_without_a_single_violation() {
 
 #[test]
 fn another_sites_form_cannot_ban_through_a_logged_in_browser() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     let mut browser = site.browser();
     // A page on another port of the same host: same site for the cookie, another origin.
     let attack = format!(
@@ -112,7 +112,7 @@ fn another_sites_form_cannot_ban_through_a_logged_in_browser() {
 
 #[test]
 fn another_site_cannot_frame_the_pages() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     let mut browser = site.browser();
     let framing = format!(
         r#"<!doctype html><body><iframe src="{}" width=800 height=600></iframe>"#,
@@ -131,7 +131,7 @@ fn another_site_cannot_frame_the_pages() {
 
 #[test]
 fn logging_out_revokes_the_session_and_sessions_expire() {
-    let site = WebSite::start(&["--session-lifetime", "3s"]);
+    let site = WebSite::in_process(&["--session-lifetime", "3s"]);
     let cookie = site.session();
     let login = site.login(ADMIN_TOKEN);
     let set = login.header("set-cookie").unwrap_or_default();
@@ -186,7 +186,7 @@ fn logging_out_revokes_the_session_and_sessions_expire() {
 
 #[test]
 fn a_login_over_https_sets_a_secure_cookie() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     let host = site.http.to_string();
     let response = site.send(
         Request::post("/login")
@@ -199,7 +199,7 @@ fn a_login_over_https_sets_a_secure_cookie() {
 
 #[test]
 fn wrong_tokens_are_limited_per_address() {
-    let site = WebSite::start(&[]);
+    let site = WebSite::in_process(&[]);
     for attempt in 0..5 {
         assert_eq!(site.login("not-the-admin-token").status, 401, "{attempt}");
     }

@@ -1,11 +1,13 @@
 //! The control API's request and response bodies (JSON), shared by the server in [`crate::control`]
-//! and the CLI's client.
+//! and the CLI's client: the CLI takes every type it sends or reads from here. A user-agent rule
+//! ([`UaRule`]) is its own wire form, the same record the stores keep.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{kernel::Attachment, time::Timestamp};
+pub use crate::visit::UaRule;
+use crate::{kernel::Attachment, time::Timestamp, visit::Visitor};
 
 /// `POST /v1/bans`
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -396,4 +398,63 @@ pub struct ErrorBody {
     /// One line per offending item (network, list line), when there are several.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+}
+
+/// `POST /v1/ua`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddUaRules {
+    pub keywords: Vec<String>,
+    #[serde(default)]
+    pub note: String,
+}
+
+/// `POST /v1/ua/remove`
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveUaRules {
+    /// The keywords; with `source` and none given, every rule of that source.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Only rules of this source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RemoveUaReply {
+    pub removed: Vec<UaRule>,
+    pub not_found: Vec<String>,
+}
+
+/// A visitor as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorView {
+    pub key: String,
+    pub ip: IpAddr,
+    pub user: Option<String>,
+    pub user_agent: String,
+    pub referrer: Option<String>,
+    pub last_page: String,
+    pub page_views: u64,
+    pub session_start: Timestamp,
+    pub last_update: Timestamp,
+    pub active: bool,
+}
+
+impl VisitorView {
+    pub fn new(v: &Visitor, active: bool) -> Self {
+        VisitorView {
+            key: v.key.clone(),
+            ip: v.ip,
+            user: v.user.clone(),
+            user_agent: v.user_agent.clone(),
+            referrer: v.referrer.clone(),
+            last_page: v.last_page.clone(),
+            page_views: v.page_views,
+            session_start: v.session_start,
+            last_update: v.last_update,
+            active,
+        }
+    }
 }

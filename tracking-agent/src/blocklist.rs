@@ -17,29 +17,29 @@
 //! bytes, every other line by the general one, which the quick one only ever agrees with (a
 //! line it is unsure of, a leading zero or a stray character, it leaves to the general one);
 //! a list over a megabyte is parsed in two halves on two threads; and a line without a
-//! comment allocates nothing.
+//! comment allocates nothing. These stay because the 1,000,000-line sync is held to half of
+//! `nft -f`'s time (`cargo xtask bench load`), and the store's transaction already takes most of
+//! it.
+//!
+//! This module cuts the list and puts the pieces together; [`piece`] reads a run of lines,
+//! [`quick`] the plain IPv4 ones, [`line`] every other line (and says what is wrong with a bad
+//! one), [`dedup`] drops repeated networks.
 
-use std::net::Ipv4Addr;
+mod dedup;
+mod line;
+mod piece;
+mod quick;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
-use crate::ban::parse_network;
-
-/// How many bad lines are reported one by one; the rest are counted in the last one.
-const MAX_ERRORS: usize = 100;
-
-/// How many characters of a bad line an error quotes.
-const MAX_QUOTED: usize = 80;
+use self::{
+    dedup::remove_duplicates,
+    piece::{Piece, parse_piece},
+};
 
 /// From this many bytes, a list is parsed in two halves on two threads. Below it a second
 /// thread costs more than it saves.
 const PARALLEL_FROM: usize = 1 << 20;
-
-/// From this many entries, duplicates are looked for on two threads.
-const PARALLEL_DEDUP_FROM: usize = 1 << 16;
-
-/// Hash slots looked at together when looking for duplicates: their two bitmaps take 16 KiB.
-const BUCKET: usize = 1 << 16;
 
 /// One listed network.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,397 +154,17 @@ fn newlines(text: &str) -> usize {
     text.bytes().filter(|&b| b == b'\n').count()
 }
 
-/// What one run of lines parsed to, in line order.
-struct Piece {
-    /// The entries, until the first bad line; none after it.
-    entries: Vec<Entry>,
-    /// The [`hash`] of each entry's network, for [`remove_duplicates`]: reading these is
-    /// cheaper than reading the entries again.
-    hashes: Vec<u32>,
-    /// The first [`MAX_ERRORS`] bad lines.
-    errors: Vec<LineError>,
-    /// How many bad lines there were past those.
-    unreported: usize,
-}
-
-impl Piece {
-    /// Adds the entry of a good line, unless a line before it was bad: past the first error the
-    /// entries are thrown away, and only errors are still looked for.
-    #[inline]
-    fn keep(&mut self, network: IpNet, reason: Box<str>, line: usize, host_bits_cleared: bool) {
-        if self.errors.is_empty() {
-            self.hashes.push(hash(&network));
-            self.entries.push(Entry {
-                network,
-                reason,
-                line,
-                host_bits_cleared,
-            });
-        }
-    }
-
-    /// This piece followed by `next`, the lines after it.
-    fn then(mut self, next: Piece) -> Piece {
-        self.entries.extend(next.entries);
-        self.hashes.extend(next.hashes);
-        let room = MAX_ERRORS - self.errors.len();
-        self.unreported += next.errors.len().saturating_sub(room) + next.unreported;
-        self.errors.extend(next.errors.into_iter().take(room));
-        self
-    }
-}
-
-/// Parses the lines of `text`, the first of which is line `first_line` of the list. `lines` is
-/// how many entries to make room for.
-fn parse_piece(text: &str, first_line: usize, lines: usize) -> Piece {
-    let mut piece = Piece {
-        entries: Vec::with_capacity(lines),
-        hashes: Vec::with_capacity(lines),
-        errors: Vec::new(),
-        unreported: 0,
-    };
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    let mut line = first_line;
-    while start < bytes.len() {
-        let number = line;
-        line += 1;
-        // A plain line, nearly every line of a big list, goes straight into the entries.
-        if let Some((network, host_bits_cleared, after)) = quick_ipv4(bytes, start) {
-            let reason = match after {
-                After::End { next } => {
-                    start = next;
-                    Box::default()
-                }
-                After::Comment { at } => {
-                    let (end, next) = line_end(bytes, start, at);
-                    start = next;
-                    reason_of(&text[at..end])
-                }
-            };
-            piece.keep(network, reason, number, host_bits_cleared);
-            continue;
-        }
-        let (end, next) = line_end(bytes, start, start);
-        let raw = &text[start..end];
-        start = next;
-        match parse_line(raw) {
-            Ok(None) => {}
-            Ok(Some((network, reason, host_bits_cleared))) => {
-                piece.keep(network, reason, number, host_bits_cleared)
-            }
-            Err(message) if piece.errors.len() < MAX_ERRORS => piece.errors.push(LineError {
-                line: number,
-                text: quote(raw),
-                message,
-            }),
-            Err(_) => piece.unreported += 1,
-        }
-    }
-    piece
-}
-
-/// Where the line that starts at `start` ends, looking from `from` on: the end of its text and
-/// the start of the next line. Lines end as `str::lines` ends them: at a newline, less one
-/// carriage return before it.
-fn line_end(bytes: &[u8], start: usize, from: usize) -> (usize, usize) {
-    match bytes[from..].iter().position(|&b| b == b'\n') {
-        None => (bytes.len(), bytes.len()),
-        Some(offset) => {
-            let newline = from + offset;
-            let end = if newline > start && bytes[newline - 1] == b'\r' {
-                newline - 1
-            } else {
-                newline
-            };
-            (end, newline + 1)
-        }
-    }
-}
-
-/// What follows the network on a line that [`quick_ipv4`] read.
-#[derive(Debug, PartialEq, Eq)]
-enum After {
-    /// Nothing but blanks: the next line starts at `next`.
-    End { next: usize },
-    /// A comment, whose marker is at `at`.
-    Comment { at: usize },
-}
-
-/// The IPv4 address or network at `start`, if the line there is one written plainly:
-/// `a.b.c.d` or `a.b.c.d/len` in the digits `std` and `ipnet` write, then maybe spaces or tabs,
-/// then the end of the line or a comment. Returns the network with host bits cleared, whether
-/// there were any, and what follows. `None` leaves the line to the general parser, which
-/// decides whether it is good; so this may refuse a good line, but never accept a bad one.
-fn quick_ipv4(bytes: &[u8], start: usize) -> Option<(IpNet, bool, After)> {
-    let mut at = start;
-    let mut address = 0u32;
-    for octet in 0..4 {
-        if octet > 0 {
-            if bytes.get(at) != Some(&b'.') {
-                return None;
-            }
-            at += 1;
-        }
-        let (value, next) = decimal(bytes, at, 255)?;
-        address = address << 8 | value;
-        at = next;
-    }
-    let mut prefix = 32;
-    if bytes.get(at) == Some(&b'/') {
-        (prefix, at) = decimal(bytes, at + 1, 32)?;
-    }
-    let after = loop {
-        match bytes.get(at) {
-            None => break After::End { next: at },
-            Some(b'\n') => break After::End { next: at + 1 },
-            Some(b'\r') if bytes.get(at + 1) == Some(&b'\n') => break After::End { next: at + 2 },
-            Some(b'#' | b';') => break After::Comment { at },
-            Some(b' ' | b'\t') => at += 1,
-            Some(_) => return None,
-        }
-    };
-    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
-    let network = Ipv4Net::new(Ipv4Addr::from_bits(address & mask), prefix as u8).ok()?;
-    Some((IpNet::V4(network), address & mask != address, after))
-}
-
-/// The decimal number at `at` if it is at most `max` and written as `std` writes one: one to
-/// three digits, no leading zero (which `std` refuses in an address); and where it ends.
-fn decimal(bytes: &[u8], at: usize, max: u32) -> Option<(u32, usize)> {
-    let digit = |i: usize| match bytes.get(i) {
-        Some(&b @ b'0'..=b'9') => Some(u32::from(b - b'0')),
-        _ => None,
-    };
-    let mut value = digit(at)?;
-    let mut end = at + 1;
-    if value == 0 {
-        return digit(end).is_none().then_some((0, end));
-    }
-    while let Some(d) = digit(end) {
-        if end - at == 3 {
-            return None;
-        }
-        value = value * 10 + d;
-        end += 1;
-    }
-    (value <= max).then_some((value, end))
-}
-
-/// Drops every entry whose network an earlier entry has, returning how many there were.
-/// `hashes` are the [`hash`]es of their networks.
-///
-/// Sorting a million networks to find the few repeats would take longer than parsing them;
-/// instead, a bitmap of their hashes (a few bits per entry) finds the networks whose hash came
-/// up more than once, and only those are sorted. Any repeat is among them; most of them are not
-/// repeats but collisions. A big list's hashes are looked at in two halves of the hash space,
-/// each by its own thread.
-fn remove_duplicates(entries: &mut Vec<Entry>, hashes: &[u32]) -> usize {
-    // About 16 bits per entry: one in sixteen or so collides.
-    let bits = (entries.len() * 16)
-        .clamp(1 << 16, 1 << 32)
-        .next_power_of_two();
-    let mut maybe = if entries.len() < PARALLEL_DEDUP_FROM {
-        suspects(entries, hashes, bits, 0..bits)
-    } else {
-        let entries = &entries[..];
-        let upper = || suspects(entries, hashes, bits, bits / 2..bits);
-        std::thread::scope(|scope| {
-            let helper = std::thread::Builder::new()
-                .name("tracking-dedup".into())
-                .spawn_scoped(scope, upper);
-            let mut lower = suspects(entries, hashes, bits, 0..bits / 2);
-            lower.extend(match helper {
-                Ok(helper) => helper
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Err(_) => upper(),
-            });
-            lower
-        })
-    };
-    // Ties sort by position, so the first of a run of equal networks is the one kept.
-    maybe.sort_unstable();
-    let mut repeats: Vec<usize> = maybe
-        .windows(2)
-        .filter(|pair| pair[0].0 == pair[1].0)
-        .map(|pair| pair[1].1)
-        .collect();
-    if !repeats.is_empty() {
-        repeats.sort_unstable();
-        let mut repeats = repeats.iter().peekable();
-        let mut position = 0;
-        entries.retain(|_| {
-            position += 1;
-            repeats.next_if_eq(&&(position - 1)).is_none()
-        });
-    }
-    repeats.len()
-}
-
-/// The networks and positions of the entries whose hash falls in `slots` (of a bitmap of `bits`
-/// slots indexed by the hash's high bits) and shares its slot with another entry's.
-///
-/// The entries are first grouped by slot range, [`BUCKET`] slots a group, in one sequential
-/// pass; each group is then looked at with a bitmap small enough for the processor's fastest
-/// cache. Looking every entry up in one bitmap of megabytes instead costs a cache miss or two
-/// an entry, several times the whole of this.
-fn suspects(
-    entries: &[Entry],
-    hashes: &[u32],
-    bits: usize,
-    slots: std::ops::Range<usize>,
-) -> Vec<(IpNet, usize)> {
-    let shift = u32::BITS - bits.ilog2();
-    let slot_of = |hash: u32| (hash as usize >> shift).wrapping_sub(slots.start);
-    let groups = slots.len().div_ceil(BUCKET);
-    // Where each group starts in `grouped`.
-    let mut starts = vec![0usize; groups + 1];
-    for &hash in hashes {
-        let slot = slot_of(hash);
-        if slot < slots.len() {
-            starts[slot / BUCKET + 1] += 1;
-        }
-    }
-    for group in 1..=groups {
-        starts[group] += starts[group - 1];
-    }
-    // Slot within its group (high half) and position (low half; a list has fewer than 2^32
-    // lines, its size being limited) of each entry, by group.
-    let mut grouped = vec![0u64; starts[groups]];
-    let mut next = starts.clone();
-    for (position, &hash) in hashes.iter().enumerate() {
-        let slot = slot_of(hash);
-        if slot < slots.len() {
-            let at = &mut next[slot / BUCKET];
-            grouped[*at] = ((slot % BUCKET) as u64) << 32 | position as u64;
-            *at += 1;
-        }
-    }
-    let mut suspects = Vec::new();
-    // Seen once, and seen again, for each slot of a group.
-    let mut seen = vec![0u64; BUCKET / 64];
-    let mut again = vec![0u64; BUCKET / 64];
-    let split = |item: u64| {
-        let slot = (item >> 32) as usize;
-        (slot / 64, 1u64 << (slot % 64), item as u32 as usize)
-    };
-    for group in starts.windows(2).map(|range| &grouped[range[0]..range[1]]) {
-        seen.fill(0);
-        again.fill(0);
-        for &item in group {
-            let (word, bit, _) = split(item);
-            again[word] |= seen[word] & bit;
-            seen[word] |= bit;
-        }
-        for &item in group {
-            let (word, bit, position) = split(item);
-            if again[word] & bit != 0 {
-                suspects.push((entries[position].network, position));
-            }
-        }
-    }
-    suspects
-}
-
-/// A hash of `network` whose high bits are well mixed: distinct IPv4 networks are distinct
-/// 40-bit numbers, multiplied by an odd constant.
-fn hash(network: &IpNet) -> u32 {
-    let folded = match network {
-        IpNet::V4(net) => (u64::from(net.addr().to_bits()) << 8) | u64::from(net.prefix_len()),
-        IpNet::V6(net) => {
-            let bits = net.addr().to_bits();
-            (bits as u64) ^ ((bits >> 64) as u64).rotate_left(31) ^ u64::from(net.prefix_len())
-        }
-    };
-    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as u32
-}
-
-/// The reason a comment gives, from its first marker on: `##` or `;;` are still markers, not
-/// part of the reason.
-fn reason_of(comment: &str) -> Box<str> {
-    plain(comment.trim_start_matches(['#', ';']).trim())
-}
-
-/// A comment as a reason: control characters (a stray tab, a NUL some databases refuse) become
-/// spaces.
-fn plain(reason: &str) -> Box<str> {
-    if reason.is_empty() {
-        Box::default()
-    } else if reason.chars().any(char::is_control) {
-        reason
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    } else {
-        reason.into()
-    }
-}
-
-/// The network of one line, the reason and whether host bits were cleared; `None` for a line
-/// without one (blank or comment). An error says what is wrong, not which line: the caller
-/// shows the line beside it.
-fn parse_line(raw: &str) -> Result<Option<(IpNet, Box<str>, bool)>, String> {
-    let (data, comment) = match raw.find(['#', ';']) {
-        Some(at) => raw.split_at(at),
-        None => (raw, ""),
-    };
-    let data = data.trim();
-    if data.is_empty() {
-        return Ok(None);
-    }
-    if data.contains(char::is_whitespace) {
-        return Err(
-            "more than one word: put one address or network on each line, and a reason after `#` or `;`"
-                .to_owned(),
-        );
-    }
-    match parse_network(data) {
-        Ok((network, how)) => Ok(Some((
-            network,
-            reason_of(comment),
-            how.host_bits_cleared || how.unmapped,
-        ))),
-        Err(_) => Err(why_not_a_network(data)),
-    }
-}
-
-/// Why `token` is not a network, as precisely as is cheap to say.
-fn why_not_a_network(token: &str) -> String {
-    if let Some((addr, prefix)) = token.split_once('/') {
-        let longest = match addr.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(_)) => 32,
-            Ok(std::net::IpAddr::V6(_)) => 128,
-            Err(_) => return format!("`{addr}` is not an IP address"),
-        };
-        return match prefix.parse::<u32>() {
-            Ok(len) if len > longest => {
-                format!("the prefix length /{len} is longer than the address (at most /{longest})")
-            }
-            _ => format!("`/{prefix}` is not a prefix length (0 to {longest})"),
-        };
-    }
-    if let Some((first, last)) = token.split_once('-')
-        && first.parse::<std::net::IpAddr>().is_ok()
-        && last.parse::<std::net::IpAddr>().is_ok()
-    {
-        return "an address range: list the networks that cover it instead".to_owned();
-    }
-    "not an IP address or network".to_owned()
-}
-
-/// `line` trimmed and cut to [`MAX_QUOTED`] characters, for an error message.
-fn quote(line: &str) -> String {
-    let line = line.trim();
-    match line.char_indices().nth(MAX_QUOTED) {
-        None => line.to_owned(),
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    use super::{
+        dedup::hash,
+        line::{MAX_QUOTED, parse_line, quote},
+        piece::MAX_ERRORS,
+        quick::{After, quick_ipv4},
+    };
 
     #[test]
     fn control_characters_in_a_reason_become_spaces() {

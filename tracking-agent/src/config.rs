@@ -11,7 +11,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::kernel::ModeChoice;
+use crate::{kernel::ModeChoice, tokens::Secret};
 
 pub const DEFAULT_CONFIG: &str = "/etc/tracking/tracking.toml";
 pub const DEFAULT_SOCKET: &str = "/run/tracking/tracking.sock";
@@ -417,7 +417,7 @@ pub struct AgentConfig {
     pub admin_token: Option<Secret>,
     pub session_lifetime: Duration,
     /// Limits of the HTTP listener (the control socket has its own defaults).
-    pub http_limits: crate::control::serve::Limits,
+    pub http_limits: HttpLimits,
     pub visits: VisitLimits,
     /// None, one, or an IPv4 and an IPv6 file.
     pub geoip_db: Vec<PathBuf>,
@@ -428,18 +428,28 @@ pub struct AgentConfig {
     pub anonymize_ips: bool,
     pub log: String,
     /// The CrowdSec bouncer, when configured.
-    pub crowdsec: Option<crate::crowdsec::CrowdsecConfig>,
+    pub crowdsec: Option<crate::crowdsec::config::CrowdsecConfig>,
     /// The token-less metrics listener, when configured.
     pub metrics: Option<std::net::SocketAddr>,
 }
 
-/// A token: shown as `***` in logs and `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+/// The limits of an HTTP listener; [`HttpLimits::default`] is what `tracking agent run` uses unless told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(5),
+        }
     }
 }
 
@@ -579,8 +589,8 @@ impl AgentConfig {
                 .or(file.session_lifetime)
                 .unwrap_or(DEFAULT_SESSION_LIFETIME),
             http_limits: {
-                let default = crate::control::serve::Limits::default();
-                crate::control::serve::Limits {
+                let default = HttpLimits::default();
+                HttpLimits {
                     header_timeout: args
                         .http_header_timeout
                         .or(file.http_header_timeout)
@@ -642,7 +652,7 @@ impl AgentConfig {
             },
             anonymize_ips: args.anonymize_ips.or(file.anonymize_ips).unwrap_or(false),
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
-            crowdsec: crate::crowdsec::CrowdsecConfig::resolve(
+            crowdsec: crate::crowdsec::config::CrowdsecConfig::resolve(
                 args.crowdsec_url.or(file.crowdsec_url),
                 args.crowdsec_key_file.or(file.crowdsec_key_file),
                 args.crowdsec_interval.or(file.crowdsec_interval),

@@ -9,21 +9,20 @@
 //! one as delivered, and a startup pull loses nothing. While the Local API is away the bans
 //! stay as they were, enforced until their decisions' ends.
 //!
+//! - [`config`]: the bouncer's settings, validated.
 //! - [`lapi`]: the Local API's stream endpoint and its types.
 //! - [`decisions`]: the decisions held and the bans they make.
 
+pub mod config;
 pub mod decisions;
 pub mod lapi;
 
-use std::{path::PathBuf, sync::Arc, sync::Mutex, time::Duration};
+use std::sync::{Arc, Mutex};
 
-use self::{
-    decisions::{Changes, Decisions, SOURCE},
-    lapi::LapiUrl,
-};
+pub use self::config::CrowdsecConfig;
+use self::decisions::{Changes, Decisions, SOURCE};
 use crate::{
     api::CrowdsecView,
-    config::Secret,
     engine::{
         Engine,
         source::{Lift, SourceChange},
@@ -31,74 +30,8 @@ use crate::{
     time::Timestamp,
 };
 
-/// How often the Local API is asked by default. CrowdSec's own firewall bouncer asks every
-/// 10 s; a second costs the Local API one indexed query.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Skipped decisions named in the log per pull, at most.
 const SKIPPED_LOGGED: usize = 10;
-
-/// `--crowdsec-url`, `--crowdsec-key-file`, `--crowdsec-interval`, validated.
-#[derive(Clone, Debug)]
-pub struct CrowdsecConfig {
-    pub url: LapiUrl,
-    /// The bouncer's API key, from `cscli bouncers add`.
-    pub key: Secret,
-    pub key_file: PathBuf,
-    pub interval: Duration,
-}
-
-impl CrowdsecConfig {
-    /// Reads the key file; `url` and `key_file` come together or not at all.
-    pub fn resolve(
-        url: Option<String>,
-        key_file: Option<PathBuf>,
-        interval: Option<Duration>,
-    ) -> Result<Option<CrowdsecConfig>, String> {
-        let (url, key_file) = match (url, key_file) {
-            (None, None) => {
-                return match interval {
-                    Some(_) => Err("crowdsec-interval is set without crowdsec-url".into()),
-                    None => Ok(None),
-                };
-            }
-            (Some(_), None) => {
-                return Err(
-                    "crowdsec-url needs crowdsec-key-file, a file holding the key that \
-                     `cscli bouncers add` printed"
-                        .into(),
-                );
-            }
-            (None, Some(_)) => return Err("crowdsec-key-file is set without crowdsec-url".into()),
-            (Some(url), Some(key_file)) => (url, key_file),
-        };
-        let url = LapiUrl::parse(&url).map_err(|e| format!("crowdsec-url: {e}"))?;
-        let text = std::fs::read_to_string(&key_file)
-            .map_err(|e| format!("crowdsec-key-file: cannot read {}: {e}", key_file.display()))?;
-        let key = text.trim();
-        if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "crowdsec-key-file {}: expected one bouncer key (what `cscli bouncers add` \
-                 printed), found {}",
-                key_file.display(),
-                if key.is_empty() {
-                    "nothing"
-                } else {
-                    "several words"
-                }
-            ));
-        }
-        let interval = interval.unwrap_or(DEFAULT_INTERVAL);
-        if interval < Duration::from_millis(100) {
-            return Err("crowdsec-interval: at least 100ms".into());
-        }
-        Ok(Some(CrowdsecConfig {
-            url,
-            key: Secret(key.to_string()),
-            key_file,
-            interval,
-        }))
-    }
-}
 
 /// The running bouncer; its state is what `tracking status` shows.
 pub struct Bouncer {
@@ -236,41 +169,5 @@ impl Bouncer {
             .await
             .map_err(|e| format!("applying the decisions: {e}"))?;
         Ok((changes.skipped.len(), change))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_and_key_file_come_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key");
-        std::fs::write(&key, "8519a6e406635a179134ec7f069bafbe\n").unwrap();
-        let url = || Some("http://127.0.0.1:8081/".to_string());
-        let config = CrowdsecConfig::resolve(url(), Some(key.clone()), None)
-            .unwrap()
-            .unwrap();
-        assert_eq!(config.key.0, "8519a6e406635a179134ec7f069bafbe");
-        assert_eq!(config.interval, DEFAULT_INTERVAL);
-        assert!(CrowdsecConfig::resolve(None, None, None).unwrap().is_none());
-        assert!(
-            CrowdsecConfig::resolve(url(), None, None)
-                .unwrap_err()
-                .contains("needs crowdsec-key-file")
-        );
-        let missing = dir.path().join("missing");
-        assert!(
-            CrowdsecConfig::resolve(url(), Some(missing), None)
-                .unwrap_err()
-                .contains("cannot read")
-        );
-        std::fs::write(&key, "  \n").unwrap();
-        assert!(
-            CrowdsecConfig::resolve(url(), Some(key), None)
-                .unwrap_err()
-                .contains("found nothing")
-        );
     }
 }

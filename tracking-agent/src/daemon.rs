@@ -12,7 +12,7 @@ use tokio::{
 };
 
 use crate::{
-    config::{AgentConfig, Database},
+    config::{AgentConfig, Database, HttpLimits},
     control::{self, App, serve},
     engine::{Engine, EngineError},
     geoip::{GeoIp, GeoIpError},
@@ -191,7 +191,7 @@ async fn serve_until(
     .await
     .map_err(DaemonError::Tracker)?;
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let metrics = Arc::new(crate::prometheus::Metrics::new());
+    let metrics = Arc::new(crate::control::metrics::Metrics::new());
     let crowdsec = config
         .crowdsec
         .clone()
@@ -297,7 +297,7 @@ async fn serve_until(
     servers.spawn(serve::serve(
         socket,
         control::socket_router(app.clone()),
-        serve::Limits::default(),
+        HttpLimits::default(),
         until_stopped(stopping.clone()),
     ));
     if let Some(http) = http {
@@ -315,7 +315,7 @@ async fn serve_until(
         servers.spawn(serve::serve(
             listener,
             control::metrics_router(app.clone()),
-            serve::Limits::default(),
+            HttpLimits::default(),
             until_stopped(stopping.clone()),
         ));
     }

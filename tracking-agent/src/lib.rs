@@ -7,7 +7,8 @@
 //! - [`kernel`]: the XDP program: loading, pins, attachment, the maps it reads.
 //! - [`store`]: the [`store::Store`] trait and its backends, the source of truth.
 //! - [`control`]: the HTTP+JSON API on the control socket and the HTTP listener, served
-//!   within limits (`control::serve`), with sessions for the pages; [`api`] its bodies.
+//!   within limits (`control::serve`), with sessions for the pages, the pages themselves and
+//!   `GET /metrics`; [`api`] its bodies, the only types the CLI shares with it.
 //! - [`cli`]: the `tracking` command line and its client of the control API.
 //! - [`ban`], [`blocklist`], [`time`]: records, list files, timestamps; `radix`: the sort
 //!   that orders a million listed networks.
@@ -15,9 +16,10 @@
 //!   happens to a visit hook; [`backlog`]: answered visits waiting for the store, and their
 //!   writer.
 //! - [`geoip`]: where a visitor is, from city databases in the MaxMind DB format, for the map.
-//! - [`web`]: the pages; [`web::assets`] embeds their files.
-//! - Integrations: [`crowdsec`], the CrowdSec bouncer; [`prometheus`], `GET /metrics`;
-//!   [`notify`], systemd's readiness notification.
+//! - [`web`]: the pages' files, embedded ([`web::assets`]).
+//! - [`tokens`]: the hook and admin tokens and the [`tokens::Secret`] that hides them in logs.
+//! - Integrations: [`crowdsec`], the CrowdSec bouncer; [`notify`], systemd's readiness
+//!   notification.
 
 pub mod active;
 pub mod api;
@@ -34,7 +36,6 @@ pub mod engine;
 pub mod geoip;
 pub mod kernel;
 pub mod notify;
-pub mod prometheus;
 mod radix;
 pub mod store;
 pub mod time;

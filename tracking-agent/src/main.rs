@@ -7,7 +7,7 @@ use clap::Parser as _;
 use tracking_agent::{
     cli::{self, AgentCommand, Cli, Command},
     config::{self, AgentConfig},
-    control, daemon,
+    daemon,
     kernel::program::detach_all,
 };
 
@@ -23,9 +23,6 @@ fn main() -> ExitCode {
             runtime.block_on(run_agent(*args))
         }
         Command::Agent(AgentCommand::Detach { bpffs_dir }) => detach(&bpffs_dir),
-        Command::BenchFloor { http } => runtime
-            .block_on(control::floor::serve(http))
-            .map_err(|e| anyhow::anyhow!("benchmark floor on {http}: {e}")),
         command => {
             let mut stdout = std::io::stdout();
             runtime
@@ -44,9 +41,12 @@ fn main() -> ExitCode {
 
 async fn run_agent(args: config::RunArgs) -> anyhow::Result<()> {
     let config = AgentConfig::resolve(args, config::default_route_iface)?;
+    // Colour only for a person at a terminal: journald, files and pipes get plain lines.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if !rustix::process::geteuid().is_root() {
         anyhow::bail!("the agent loads an XDP program and needs root");

@@ -8,7 +8,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::config::Secret;
+/// A token: shown as `***` in logs and `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
 
 /// The tokens of the HTTP listener.
 #[derive(Clone, Debug)]

@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     active::{ActiveIndex, Counts, PageCount},
+    api::VisitorView,
     backlog::{self, Backlog, Refused},
     config::VisitLimits,
     store::{Store, StoreError},
@@ -61,38 +62,6 @@ pub enum FeedEvent {
     },
     /// A visitor stopped being active.
     Left { key: String, active: Counts },
-}
-
-/// A visitor as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct VisitorView {
-    pub key: String,
-    pub ip: IpAddr,
-    pub user: Option<String>,
-    pub user_agent: String,
-    pub referrer: Option<String>,
-    pub last_page: String,
-    pub page_views: u64,
-    pub session_start: Timestamp,
-    pub last_update: Timestamp,
-    pub active: bool,
-}
-
-impl VisitorView {
-    pub fn new(v: &Visitor, active: bool) -> Self {
-        VisitorView {
-            key: v.key.clone(),
-            ip: v.ip,
-            user: v.user.clone(),
-            user_agent: v.user_agent.clone(),
-            referrer: v.referrer.clone(),
-            last_page: v.last_page.clone(),
-            page_views: v.page_views,
-            session_start: v.session_start,
-            last_update: v.last_update,
-            active,
-        }
-    }
 }
 
 /// Counters of the tracker, for `stats`.

@@ -60,6 +60,12 @@ pub const TAG_RETIRED: u32 = 0xff;
 /// counted as [`crate::stats::Verdict::TooManyTags`].
 pub const MAX_VLAN_TAGS: usize = 8;
 
+/// The low byte of a tag: the prefix length plus one.
+pub const TAG_LEN_BITS: u32 = 0xff;
+
+/// Prefix lengths an IPv6 network can have: /0 to /128.
+pub const V6_PREFIX_LENGTHS: u32 = 129;
+
 /// Tag of an entry: `slot << 8 | (prefix_len + 1)`; zero marks an empty entry.
 #[inline(always)]
 pub const fn tag(slot: u32, prefix_len: u8) -> u32 {
@@ -75,7 +81,7 @@ pub const fn tag_slot(tag: u32) -> u32 {
 /// The prefix length named by a non-zero tag.
 #[inline(always)]
 pub const fn tag_len(tag: u32) -> u8 {
-    ((tag & 0xff) as u8).wrapping_sub(1)
+    ((tag & TAG_LEN_BITS) as u8).wrapping_sub(1)
 }
 
 /// An IPv4 network in a ban or allow table.

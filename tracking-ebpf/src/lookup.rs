@@ -21,7 +21,7 @@ use tracking_common::{
     layout::{
         ALLOW_BUCKETS, ENTRIES4, ENTRIES6, FILTER4_EXACT, FILTER4_PREFIX, FLAG_V4_OVERFLOW,
         FLAG_V6_ALL, FLAG_V6_OVERFLOW, OverflowKey4, OverflowKey6, SLOT_CHECK_ALLOW, SLOT_DEADLINE,
-        config, len_bit4, len_bit6, tag_slot,
+        TAG_LEN_BITS, V6_PREFIX_LENGTHS, config, len_bit4, len_bit6, tag_slot,
     },
 };
 
@@ -96,6 +96,8 @@ static DEBRUIJN: [u8; 64] = [
 fn lowest_bit(x: u64) -> u32 {
     let isolated = x & x.wrapping_neg();
     let i = (isolated.wrapping_mul(0x03f7_9d71_b4cb_0a89) >> 58) as usize;
+    // Volatile because LLVM recognises a de Bruijn table lookup as count-trailing-zeros and
+    // would emit `cttz`, which BPF has no instruction for; the load keeps it a table lookup.
     // SAFETY: i < 64 by the shift above.
     unsafe { core::ptr::read_volatile(DEBRUIJN.as_ptr().add(i)) as u32 }
 }
@@ -186,12 +188,14 @@ fn scan4(bucket: &Bucket4, addr: u32, want: u32) -> Option<u32> {
     // tag's length byte in one 64-bit operation keeps the key in a register and needs one load
     // an entry, which also reads the entry whole: never half of an old and half of a new one.
     let key = (want as u64) << 32 | addr as u64;
+    // The address (low 32 bits) and the tag's length byte (the next 8), not its slot.
+    const ADDRESS_AND_LENGTH: u64 = (TAG_LEN_BITS as u64) << 32 | u32::MAX as u64;
     let words = bucket.entries.as_ptr().cast::<u64>();
     let mut i = 0;
     while i < ENTRIES4 {
         // SAFETY: a Bucket4 is ENTRIES4 entries of 8 bytes, 8-aligned.
         let word = unsafe { words.add(i).read() };
-        if word & 0x0000_00ff_ffff_ffff == key {
+        if word & ADDRESS_AND_LENGTH == key {
             return Some(tag_slot((word >> 32) as u32));
         }
         i += 1;
@@ -214,7 +218,7 @@ fn find6(table: &Array<Bucket6>, mask: u32, hi: u64, lo: u64, len: u8) -> Option
             // agent writes a reused one address first, tag last (see its kernel/table.rs).
             // SAFETY: plain reads of a map value; volatile keeps them in this order.
             let tag = unsafe { core::ptr::read_volatile(&e.tag) };
-            if tag & 0xff == want {
+            if tag & TAG_LEN_BITS == want {
                 // SAFETY: as above.
                 let (ehi, elo) = unsafe {
                     (
@@ -313,7 +317,7 @@ pub fn ban6(hi: u64, lo: u64, flags: u64) -> Option<Slot> {
     live(probe.found?)
 }
 
-/// State of an IPv6 lookup driven by `bpf_loop`. IPv6 has 129 possible prefix lengths; an
+/// State of an IPv6 lookup driven by `bpf_loop`. IPv6 has [`V6_PREFIX_LENGTHS`] prefix lengths; an
 /// unrolled loop over them is more than the verifier will walk, while a `bpf_loop` callback is
 /// verified once. IPv4, with 33 lengths and the tightest budget, keeps its plain loop.
 struct Probe6 {
@@ -337,7 +341,7 @@ impl Probe6 {
         // bpf_loop returns.
         unsafe {
             bpf_loop(
-                129,
+                V6_PREFIX_LENGTHS,
                 probe6_step as *mut c_void,
                 (self as *mut Probe6).cast(),
                 0,

@@ -25,7 +25,16 @@ pub fn run(names: Vec<String>, quick: bool, out: Option<PathBuf>) -> anyhow::Res
     // The active-counts benchmark times the map with the real files.
     geoip::fetch()?;
     let agent = build::agent(build::Profile::Release)?;
-    execute(cargo().args(["build", "--release", "--package", "tests", "--bin", "bench"]))?;
+    execute(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "tests",
+        "--bin",
+        "bench",
+        "--bin",
+        "bench-floor",
+    ]))?;
     let mut bench = command(target_dir().join("release").join("bench"));
     bench
         .args(runner_args(names, quick, out))

@@ -5,7 +5,9 @@
 //! - [`geoip`]: fetches DB-IP City Lite for the map (`setup --geoip`; the test suite needs it).
 //! - [`build`]: builds the agent (its build script builds the XDP program).
 //! - [`run`]: builds the agent and runs it on the interface of the default route.
-//! - [`test`]: the whole suite, as CI runs it: fmt, clippy, then every test as root.
+//! - [`test`]: the whole suite, as CI runs it: fmt, import cycles, clippy, then every test as
+//!   root.
+//! - [`cycles`]: import cycles between the files of a crate, which the suite refuses.
 //! - [`bench`]: the benchmarks on release builds, their tables written to `docs/benchmarks.md`.
 //! - [`fuzz`]: the agent's parsers under libFuzzer, briefly in the suite, longer on demand.
 //! - [`django`]: the Django package's Python environments and its pytest suite.
@@ -15,6 +17,7 @@
 
 mod bench;
 mod build;
+mod cycles;
 mod django;
 mod fuzz;
 mod geoip;
@@ -61,6 +64,8 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Find import cycles between the files of the project's crates.
+    Cycles,
     /// Fuzz the agent's parsers (all targets by default) with libFuzzer, from their checked-in
     /// corpora.
     Fuzz {
@@ -127,6 +132,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Run { agent_args } => run::run(agent_args),
         Command::Test { cargo_args } => test::run(cargo_args),
+        Command::Cycles => cycles::run(),
         Command::Install { prefix, binary } => install::run(install::Plan { prefix, binary }),
         Command::Bench { names, quick, out } => bench::run(names, quick, out),
         Command::Fuzz { targets, seconds } => {

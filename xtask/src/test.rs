@@ -1,7 +1,7 @@
-//! `cargo xtask test`: the whole suite as CI runs it. Formatting first (cheap), then setup
-//! (DB-IP City Lite included, for the map tests with real data), clippy, a build of the agent,
-//! every test of the workspace as root, the Django package's pytest suite in each of its
-//! environments, and each fuzz target for a few seconds.
+//! `cargo xtask test`: the whole suite as CI runs it. Formatting and import cycles first
+//! (cheap), then setup (DB-IP City Lite included, for the map tests with real data), clippy, a
+//! build of the agent, every test of the workspace as root, the Django package's pytest suite in
+//! each of its environments, and each fuzz target for a few seconds.
 //!
 //! The suite attaches XDP programs, creates network namespaces and pins maps in bpffs, so it
 //! needs root; without root it stops and says so instead of skipping those tests.
@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 use crate::{
-    build, django, fuzz, geoip,
+    build, cycles, django, fuzz, geoip,
     process::{self, cargo, execute},
     setup,
 };
@@ -38,6 +38,8 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
 
     execute(cargo().args(["fmt", "--all", "--", "--check"]))
         .context("the code is not formatted: run `cargo fmt --all`")?;
+    cycles::run()?;
+    released_binary_has_no_test_code()?;
     setup::run()?;
     geoip::fetch()?;
     execute(
@@ -69,6 +71,38 @@ pub fn run(cargo_args: Vec<String>) -> anyhow::Result<()> {
     if cargo_args.is_empty() {
         django::test(&agent)?;
         fuzz::run(&[], fuzz::SUITE_SECONDS).context("fuzzing found a problem")?;
+    }
+    Ok(())
+}
+
+/// Crates only tests use: the operator's build of the agent must not depend on them.
+const TEST_ONLY_CRATES: [&str; 1] = ["tempfile"];
+
+/// The agent as an operator builds it (no `test-support`) depends on no test-only crate.
+fn released_binary_has_no_test_code() -> anyhow::Result<()> {
+    let tree = process::probe(cargo().args([
+        "tree",
+        "--edges",
+        "normal",
+        "--package",
+        "tracking-agent",
+        "--prefix",
+        "none",
+    ]))
+    .context("cargo tree of the agent")?;
+    let found: Vec<&str> = tree
+        .lines()
+        .filter(|line| {
+            TEST_ONLY_CRATES
+                .iter()
+                .any(|name| line.split(' ').next() == Some(*name))
+        })
+        .collect();
+    if !found.is_empty() {
+        bail!(
+            "the agent's own build depends on test-only crates: {}",
+            found.join(", ")
+        );
     }
     Ok(())
 }

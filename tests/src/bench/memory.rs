@@ -2,60 +2,20 @@
 //! `bpftool -j map show` reports it) with the packet benchmark's bans loaded and at the default
 //! capacities with none, and the agent's peak RSS under the hook benchmark's load.
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
-use serde_json::Value;
+use anyhow::Context as _;
 use tracking_agent::{
     config::{DEFAULT_MAX_BANS_V4, DEFAULT_MAX_BANS_V6},
     kernel::{Options, Program, program::detach_all},
 };
 
-use super::{Report, Row, Scale, hook, packet};
+use super::{Report, Row, Scale, hook, map_memory::maps, packet};
 
 const MIB: f64 = (1 << 20) as f64;
 
 /// What the README says the default capacities take.
 const README_ESTIMATE_MIB: f64 = 45.0;
-
-/// `bytes_memlock` and name of every map the kernel has, by id.
-fn maps() -> anyhow::Result<HashMap<u32, (String, u64)>> {
-    let output = Command::new("bpftool")
-        .args(["-j", "map", "show"])
-        .output()
-        .context("running bpftool (a Debian package; `cargo xtask setup` installs it)")?;
-    if !output.status.success() {
-        bail!(
-            "bpftool map show failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let all: Vec<Value> = serde_json::from_slice(&output.stdout)?;
-    Ok(all
-        .iter()
-        .filter_map(|m| {
-            Some((
-                u32::try_from(m["id"].as_u64()?).ok()?,
-                (
-                    m["name"].as_str().unwrap_or("?").to_string(),
-                    m["bytes_memlock"].as_u64()?,
-                ),
-            ))
-        })
-        .collect())
-}
-
-/// Total `bytes_memlock` of the maps with these ids.
-pub(super) fn bytes(ids: &[u32]) -> anyhow::Result<u64> {
-    let all = maps()?;
-    ids.iter()
-        .map(|id| {
-            all.get(id)
-                .map(|(_, b)| *b)
-                .with_context(|| format!("bpftool does not show map {id}"))
-        })
-        .sum()
-}
 
 /// Total `bytes_memlock` of the maps `program` uses, and each map's share, largest first.
 fn kernel_memory(program: &Program) -> anyhow::Result<(u64, Vec<(String, u64)>)> {

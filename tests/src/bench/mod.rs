@@ -15,7 +15,8 @@
 //!   and sets as guards, and the release agent.
 //! - [`hook`]: visits a second through the HTTP hook, SQLite and PostgreSQL, against an HTTP floor.
 //! - [`active`]: active counts from memory at the server, against COUNT queries on each store.
-//! - [`memory`]: kernel memory of the maps, and the agent's peak RSS under the hook's load.
+//! - [`memory`]: kernel memory of the maps, and the agent's peak RSS under the hook's load;
+//!   [`map_memory`]: what the kernel says a map takes.
 //! - [`fleet`]: a change on one agent of a fleet enforced on the others, timed by the kernel's
 //!   receive timestamps of a [`stream`], with 0 to 1,000,000 bans stored.
 //! - [`django`]: request latency through Django with and without the package's middleware.
@@ -31,6 +32,7 @@ pub mod flood;
 pub mod hook;
 pub mod lists;
 pub mod load;
+pub mod map_memory;
 pub mod memory;
 pub mod packet;
 pub mod programs;

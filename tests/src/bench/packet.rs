@@ -31,7 +31,7 @@ use tracking_agent::{
 use self::compare::{Contender, Input, Measured, rows};
 pub use self::sets::Table;
 use super::{
-    Report, Row, Scale, Xorshift, memory,
+    Report, Row, Scale, Xorshift, map_memory,
     programs::Floor,
     reference::Reference,
     report::{fmt, median},
@@ -90,7 +90,7 @@ impl Loaded {
     }
 
     fn kernel_bytes(&self) -> anyhow::Result<u64> {
-        memory::bytes(&self.program.map_ids())
+        map_memory::bytes(&self.program.map_ids())
     }
 }
 
@@ -398,8 +398,8 @@ fn peers(run: &mut Run) -> anyhow::Result<u32> {
         &format!("{at} IPv4 + {at} IPv6"),
         &[
             (TRACKING, tracking.kernel_bytes()?, bans),
-            (XDP_FILTER, memory::bytes(&xdp_filter.map_ids()?)?, bans),
-            (REFERENCE, memory::bytes(&reference.map_ids()?)?, bans),
+            (XDP_FILTER, map_memory::bytes(&xdp_filter.map_ids()?)?, bans),
+            (REFERENCE, map_memory::bytes(&reference.map_ids()?)?, bans),
         ],
     );
     Ok(xdp_filter.capacity)
@@ -569,7 +569,7 @@ fn grows(run: &mut Run, n: usize) -> anyhow::Result<()> {
         &at,
         &[
             (TRACKING, tracking.kernel_bytes()?, n),
-            (REFERENCE, memory::bytes(&reference.map_ids()?)?, n),
+            (REFERENCE, map_memory::bytes(&reference.map_ids()?)?, n),
         ],
     );
     Ok(())

@@ -1,5 +1,5 @@
-//! What the HTTP benchmarks load: the real agent, or the floor (`tracking bench-floor`, the same
-//! binary's HTTP stack answering 202 and doing nothing), each in a network namespace of its own
+//! What the HTTP benchmarks load: the real agent, or the floor (`bench-floor`, the
+//! agent's HTTP stack answering 202 and doing nothing), each in a network namespace of its own
 //! with its listener on the namespace's loopback.
 //!
 //! The agent is attached to an idle interface of its namespace (one end of a veth pair whose
@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{Agent, AgentOptions, Netns, binary, http::Request};
+use crate::{Agent, AgentOptions, Netns, http::Request};
 
 pub const HOOK_TOKEN: &str = "bench-hook-token-0123456789";
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
@@ -73,13 +73,20 @@ impl Site {
         })
     }
 
-    /// The floor: `tracking bench-floor`, waited for until it accepts connections.
+    /// The floor: `bench-floor`, built beside this benchmark binary, waited for until it
+    /// accepts connections.
     pub fn floor() -> anyhow::Result<Site> {
         let netns = namespace()?;
         let http: SocketAddr = ADDR.parse()?;
-        let mut command = netns.command(binary::agent()?);
+        let floor = std::env::current_exe()?.with_file_name("bench-floor");
+        anyhow::ensure!(
+            floor.is_file(),
+            "no floor at {}: `cargo xtask bench` builds it beside the bench binary",
+            floor.display()
+        );
+        let mut command = netns.command(floor);
         command
-            .args(["bench-floor", "--http", ADDR])
+            .args(["--http", ADDR])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let site = Site {

@@ -9,13 +9,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::UnixStream;
 
 use crate::api::{
-    AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanList, BanListQuery, ErrorBody,
-    FleetHost, RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply, StatsView, StatusView,
-    SyncQuery, SyncReply,
+    AddAllows, AddAllowsReply, AddBans, AddBansReply, AddUaRules, AllowView, BanList, BanListQuery,
+    ErrorBody, FleetHost, RemoveAllows, RemoveAllowsReply, RemoveBans, RemoveBansReply,
+    RemoveUaReply, RemoveUaRules, StatsView, StatusView, SyncQuery, SyncReply, UaRule, VisitorView,
 };
-use crate::control::routes::{AddUaRules, RemoveUaReply, RemoveUaRules};
-use crate::tracker::VisitorView;
-use crate::visit::UaRule;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -12,11 +12,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     api::{
-        AddAllows, AddBans, BanList, BanListQuery, MAX_BAN_PAGE, RemoveAllows, RemoveBans,
-        SyncQuery,
+        AddAllows, AddBans, AddUaRules, BanList, BanListQuery, MAX_BAN_PAGE, RemoveAllows,
+        RemoveBans, RemoveUaRules, SyncQuery,
     },
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, RunArgs},
-    control::routes::{AddUaRules, RemoveUaRules},
     time::{Timestamp, parse_duration},
 };
 use client::{Client, ClientError};
@@ -63,13 +62,6 @@ pub enum Command {
     Status(JsonFlag),
     /// The agents sharing this agent's PostgreSQL store: who lags, is full or went silent
     Fleet(JsonFlag),
-    /// The benchmarks' floor: an HTTP server that answers the visit hook and does nothing else
-    #[command(hide = true)]
-    BenchFloor {
-        /// Where to listen, e.g. 127.0.0.1:8081
-        #[arg(long, value_name = "ADDR")]
-        http: std::net::SocketAddr,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,7 +238,7 @@ pub async fn run(
         let _ = out.write_all(text.as_bytes());
     };
     match command {
-        Command::Agent(_) | Command::BenchFloor { .. } => unreachable!("handled by main"),
+        Command::Agent(_) => unreachable!("handled by main"),
         Command::Ban(BanCommand::Add {
             networks,
             reason,

@@ -5,12 +5,9 @@ use std::fmt::Write as _;
 use crate::{
     api::{
         AddAllowsReply, AddBansReply, AllowView, BanList, BanView, FleetHost, RemoveAllowsReply,
-        RemoveBansReply, StatsView, StatusView, SyncReply,
+        RemoveBansReply, RemoveUaReply, StatsView, StatusView, SyncReply, UaRule, VisitorView,
     },
-    control::routes::RemoveUaReply,
     time::format_duration,
-    tracker::VisitorView,
-    visit::UaRule,
 };
 
 pub fn json<T: serde::Serialize>(value: &T) -> String {
@@ -19,7 +16,10 @@ pub fn json<T: serde::Serialize>(value: &T) -> String {
     s
 }
 
-/// Rows of cells, padded to the widest cell of each column.
+/// Rows of cells, padded to the widest cell of each column, two spaces apart, no borders, no
+/// wrapping: what `ls` and `ps` print, and what `awk` and `cut` read. Written here rather than
+/// with comfy-table or tabled, whose tables are for people at a terminal (borders, wrapping to
+/// its width) and would need every one of those turned off to print this.
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {

@@ -9,12 +9,13 @@
 //! - [`session`]: browser logins and the limit on wrong tokens.
 //! - [`serve`]: serving a router within limits (timeouts, connections, a bounded stop).
 //! - [`unix`]: the control socket.
-//! - [`floor`]: the benchmarks' floor, an HTTP server that answers the hook and does nothing.
+//! - [`pages`]: the pages and the login; [`metrics`]: `GET /metrics`.
 
 pub mod auth;
 mod error;
-pub mod floor;
 pub mod hook;
+pub mod metrics;
+mod pages;
 pub mod routes;
 pub mod serve;
 pub mod session;
@@ -51,7 +52,7 @@ pub struct App {
     /// the listeners can shut down.
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// What `GET /metrics` shows that is not state: the hook's latency, failed reconciles.
-    pub metrics: Arc<crate::prometheus::Metrics>,
+    pub metrics: Arc<metrics::Metrics>,
     /// The CrowdSec bouncer, for `tracking status`.
     pub crowdsec: Option<Arc<crate::crowdsec::Bouncer>>,
 }
@@ -62,10 +63,10 @@ pub fn socket_router(mut app: App) -> Router {
     hook::routes()
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
-            crate::prometheus::time_hook,
+            metrics::time_hook,
         ))
         .merge(routes::admin())
-        .merge(crate::prometheus::routes())
+        .merge(metrics::routes())
         .with_state(app)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panicked,
@@ -79,14 +80,14 @@ pub fn http_router(app: App) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::hook))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
-            crate::prometheus::time_hook,
+            metrics::time_hook,
         ));
     let admin = routes::admin()
-        .merge(crate::prometheus::routes())
-        .merge(crate::web::pages())
+        .merge(metrics::routes())
+        .merge(pages::pages())
         .route_layer(middleware::from_fn_with_state(app.clone(), auth::admin));
     hook.merge(admin)
-        .merge(crate::web::public())
+        .merge(pages::public())
         .with_state(app)
         .layer(middleware::from_fn(security_headers))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -97,9 +98,11 @@ pub fn http_router(app: App) -> Router {
 /// `GET /metrics` alone, without a token: the `--metrics` listener, for a Prometheus that
 /// scrapes over a network the operator trusts.
 pub fn metrics_router(app: App) -> Router {
-    crate::prometheus::routes().with_state(app).layer(
-        tower_http::catch_panic::CatchPanicLayer::custom(error::panicked),
-    )
+    metrics::routes()
+        .with_state(app)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panicked,
+        ))
 }
 
 /// The pages load only their own scripts, styles and data (no inline script or style, which is

@@ -17,13 +17,13 @@ use super::{ApiError, App};
 use crate::{
     active::PageCount,
     api::{
-        AddAllows, AddAllowsReply, AddBans, AddBansReply, AllowView, BanList, BanListQuery,
-        FleetHost, ImportUaReply, ImportUaRules, RemoveAllows, RemoveAllowsReply, RemoveBans,
-        RemoveBansReply, StatsView, StatusView, SyncQuery, SyncReply,
+        AddAllows, AddAllowsReply, AddBans, AddBansReply, AddUaRules, AllowView, BanList,
+        BanListQuery, FleetHost, ImportUaReply, ImportUaRules, RemoveAllows, RemoveAllowsReply,
+        RemoveBans, RemoveBansReply, RemoveUaReply, RemoveUaRules, StatsView, StatusView,
+        SyncQuery, SyncReply, VisitorView,
     },
     geoip::{Attribution, Location},
     time::Timestamp,
-    tracker::VisitorView,
     visit::UaRule,
 };
 
@@ -159,33 +159,6 @@ async fn remove_allows(
 ) -> Reply<RemoveAllowsReply> {
     let Json(req) = body?;
     Ok(Json(app.engine.remove_allows(req).await?))
-}
-
-/// `POST /v1/ua`
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddUaRules {
-    pub keywords: Vec<String>,
-    #[serde(default)]
-    pub note: String,
-}
-
-/// `POST /v1/ua/remove`
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoveUaRules {
-    /// The keywords; with `source` and none given, every rule of that source.
-    #[serde(default)]
-    pub keywords: Vec<String>,
-    /// Only rules of this source.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct RemoveUaReply {
-    pub removed: Vec<UaRule>,
-    pub not_found: Vec<String>,
 }
 
 #[derive(Deserialize)]

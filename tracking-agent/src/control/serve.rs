@@ -30,7 +30,6 @@ use hyper_util::{
 };
 use tower::ServiceExt as _;
 
-use super::auth::Peer;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, UnixListener},
@@ -39,25 +38,8 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-/// The limits of a listener; [`Limits::default`] is what `tracking agent run` uses unless told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_connections: usize,
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 4096,
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
+use super::auth::Peer;
+use crate::config::HttpLimits;
 
 /// What a listener hands out: TCP connections with their peer's address, or Unix ones on the
 /// control socket.
@@ -92,7 +74,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nCont
 pub async fn serve<A: Accept>(
     listener: A,
     router: Router,
-    limits: Limits,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();

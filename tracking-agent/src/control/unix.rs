@@ -36,11 +36,9 @@ pub async fn bind(path: &Path) -> Result<UnixListener, SocketError> {
         std::fs::remove_file(path).map_err(io)?;
     }
     // Bind with a umask that leaves nobody but the owner a window to connect, then set the mode.
-    // SAFETY: umask has no preconditions; restored right after.
-    let old = unsafe { libc::umask(0o177) };
+    let old = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o177));
     let listener = UnixListener::bind(path);
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let listener = listener.map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(listener)

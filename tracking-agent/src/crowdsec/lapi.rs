@@ -10,7 +10,7 @@ use hyper::{Request, StatusCode, Uri, header};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::tokens::Secret;
 
 /// The longest a pull may take, connection included.
 const PULL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -27,12 +27,7 @@ impl Clock {
 
     /// `CLOCK_MONOTONIC` now, in nanoseconds.
     pub fn now_mono() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid pointer to a timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 

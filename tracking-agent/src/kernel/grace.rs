@@ -245,8 +245,7 @@ mod tests {
     use super::*;
 
     fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
+        rustix::process::geteuid().is_root()
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! and 8-byte stores that the program can never see half-written.
 
 use std::{
-    os::fd::{AsFd, AsRawFd},
+    os::fd::AsFd,
     ptr::NonNull,
     sync::atomic::{AtomicU64, Ordering},
 };
 
 use aya::maps::MapData;
+
+use rustix::mm;
 
 use super::KernelError;
 
@@ -43,21 +45,19 @@ impl Words {
         // SAFETY: mapping a BPF array map fd; the kernel checks the size and flags and keeps the
         // memory alive until munmap, even if the fd is closed.
         let ptr = unsafe {
-            libc::mmap(
+            mm::mmap(
                 std::ptr::null_mut(),
                 bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
+                mm::ProtFlags::READ | mm::ProtFlags::WRITE,
+                mm::MapFlags::SHARED,
+                map.fd().as_fd(),
                 0,
             )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(KernelError::Mmap {
-                name,
-                source: std::io::Error::last_os_error(),
-            });
         }
+        .map_err(|errno| KernelError::Mmap {
+            name,
+            source: errno.into(),
+        })?;
         Ok(Words {
             ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
             words: len / 8,
@@ -72,21 +72,17 @@ impl Words {
         let bytes = (words * 8).div_ceil(page_size()).max(1) * page_size();
         // SAFETY: a fresh private anonymous mapping; no file or address is involved.
         let ptr = unsafe {
-            libc::mmap(
+            mm::mmap_anonymous(
                 std::ptr::null_mut(),
                 bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
+                mm::ProtFlags::READ | mm::ProtFlags::WRITE,
+                mm::MapFlags::PRIVATE,
             )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(KernelError::Mmap {
-                name,
-                source: std::io::Error::last_os_error(),
-            });
         }
+        .map_err(|errno| KernelError::Mmap {
+            name,
+            source: errno.into(),
+        })?;
         Ok(Words {
             ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
             words,
@@ -136,12 +132,10 @@ impl std::ops::Deref for Words {
 impl Drop for Words {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+        let _ = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.bytes) };
     }
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as usize } else { 4096 }
+    rustix::param::page_size()
 }

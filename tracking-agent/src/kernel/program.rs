@@ -672,45 +672,33 @@ fn ensure_bpffs(pin_dir: &Path) -> Result<(), KernelError> {
         // Two agents (or tests) starting at once must not both mount: the second mount would
         // hide the first one's pins. Lock the directory being mounted over, then look again.
         let dir = fs::File::open(sys_bpf).map_err(|e| KernelError::io(sys_bpf, e))?;
-        // SAFETY: flock on an fd we own; released when `dir` closes.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(KernelError::io(sys_bpf, std::io::Error::last_os_error()));
-        }
+        // Released when `dir` closes.
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|errno| KernelError::io(sys_bpf, errno.into()))?;
         if fs_magic(sys_bpf) == Some(BPF_FS_MAGIC) {
             return Ok(());
         }
         tracing::info!("mounting bpffs on /sys/fs/bpf");
-        let src = CString::new("bpf").expect("no NUL");
-        let target = CString::new("/sys/fs/bpf").expect("no NUL");
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(KernelError::io(sys_bpf, std::io::Error::last_os_error()));
-        }
+        rustix::mount::mount(
+            "bpf",
+            sys_bpf,
+            "bpf",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .map_err(|errno| KernelError::io(sys_bpf, errno.into()))?;
         return Ok(());
     }
     Err(KernelError::NotBpffs(pin_dir.to_path_buf()))
 }
 
 fn fs_magic(path: &Path) -> Option<i64> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: zeroed statfs is a valid out-parameter.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_type as i64)
+    // `f_type` is an i64 on x86_64 and narrower elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    rustix::fs::statfs(path).ok().map(|st| st.f_type as i64)
 }
 
+/// `if_nametoindex`, from libc: rustix's equivalent needs a socket to ask through.
 fn ifindex(iface: &str) -> Option<u32> {
     let c = CString::new(iface).ok()?;
     // SAFETY: valid NUL-terminated string.

@@ -51,7 +51,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use tracking_common::{
     hash::{buckets4, buckets6},
-    layout::{ENTRIES4, ENTRIES6, TAG_RETIRED, tag, tag_len, tag_slot},
+    layout::{ENTRIES4, ENTRIES6, TAG_LEN_BITS, TAG_RETIRED, tag, tag_len, tag_slot},
 };
 
 use super::mmap::Words;
@@ -221,7 +221,7 @@ impl Family for V6 {
 
     fn holds<C: Cells>(entry: Entry<'_, C>, net: &Ipv6Net) -> Option<u32> {
         let tag_ = entry.get(2) as u32;
-        if tag_ & 0xff != net.prefix_len() as u32 + 1 {
+        if tag_ & TAG_LEN_BITS != net.prefix_len() as u32 + 1 {
             return None;
         }
         let (hi, lo) = split6(net.addr());
@@ -760,7 +760,7 @@ mod interleavings {
         }
         let (hi, lo) = split6(net.addr());
         let tag_ = words[2] as u32;
-        (tag_ & 0xff == net.prefix_len() as u32 + 1 && words[0] == hi && words[1] == lo)
+        (tag_ & TAG_LEN_BITS == net.prefix_len() as u32 + 1 && words[0] == hi && words[1] == lo)
             .then(|| tag_slot(tag_))
     }
 

@@ -24,117 +24,51 @@ use crate::{
     visit::{UaRule, Visitor, VisitorDelta},
 };
 
-/// Errors of every backend.
+/// What a store call can fail with: a backend's own error, or what every backend refuses alike.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database at {path}: {source}")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("cannot create the database directory {path}: {source}")]
-    CreateDir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// What went wrong inside a backend, in its own terms ([`sqlite::SqliteError`],
+    /// [`postgres::PgStoreError`]), whose message names its own cause.
+    #[error("{0}")]
+    Backend(Box<dyn BackendError>),
     #[error(
         "the database schema is version {found}, newer than this agent knows ({known}); upgrade the agent"
     )]
     SchemaTooNew { found: i64, known: i64 },
-    #[error("cannot upgrade the database schema to version {version}: {source}")]
-    Migrate {
-        version: i64,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
     #[error("corrupt record in the database: {0}")]
     Corrupt(String),
-    #[error("the store's worker thread has stopped")]
-    Closed,
-    #[error("cannot start the store's worker thread: {0}")]
-    Thread(#[source] std::io::Error),
-    #[error("the store's worker failed on this request (a bug, see the log)")]
-    Aborted,
     #[error("a list of {count} networks is more than a sync takes (at most {max})")]
     ListTooLong { count: usize, max: usize },
-    #[error("{url} is not a PostgreSQL URL: {source}")]
-    PostgresUrl {
-        url: String,
-        #[source]
-        source: postgres::PgError,
-    },
-    #[error("{url}: {source}")]
-    PostgresTls {
-        url: String,
-        #[source]
-        source: postgres::tls::TlsError,
-    },
-    #[error("cannot connect to PostgreSQL at {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: postgres::PgError,
-    },
-    #[error("cannot upgrade the PostgreSQL schema to version {version}: {source}")]
-    PostgresMigrate {
-        version: i64,
-        #[source]
-        source: postgres::PgError,
-    },
-    #[error("PostgreSQL: {0}")]
-    Postgres(#[source] postgres::PgError),
-    #[error("the task that listens for the fleet's changes stopped")]
-    ListenerStopped,
     /// The change was computed but not committed: what it would leave cannot be enforced.
     #[error("{0}")]
     Refused(String),
 }
 
+/// A backend's error type: it alone knows which of its failures may pass if tried again.
+pub trait BackendError: std::error::Error + Send + Sync + 'static {
+    /// Whether the same request may succeed later: the store is away, busy or out of space,
+    /// rather than refusing the request itself.
+    fn is_transient(&self) -> bool;
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
-    /// Whether the same request may succeed later: the store is away, busy or out of space,
-    /// rather than refusing the request itself. Writers of visits retry these for as long as
-    /// it takes.
+    /// Whether the same request may succeed later (see [`BackendError::is_transient`]). Writers
+    /// of visits retry these for as long as it takes.
     pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Sqlite(e) | StoreError::Open { source: e, .. } => sqlite_transient(e),
-            StoreError::Postgres(e) | StoreError::Connect { source: e, .. } => match e.db_error() {
-                // The server answered: only its resource and availability classes pass.
-                Some(db) => {
-                    let class = &db.code().code()[..2];
-                    // 08 connection, 53 insufficient resources, 57 operator intervention
-                    // (shutdown), 58 system error, 40 serialization/deadlock.
-                    matches!(class, "08" | "53" | "57" | "58" | "40")
-                }
-                // No answer from the server: a lost connection, a pool timeout.
-                None => true,
-            },
-            StoreError::Closed | StoreError::Aborted | StoreError::Thread(_) => true,
-            _ => false,
-        }
+        matches!(self, StoreError::Backend(error) if error.is_transient())
     }
-}
 
-fn sqlite_transient(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode::*;
-    match e.sqlite_error_code() {
-        Some(code) => matches!(
-            code,
-            DiskFull
-                | DatabaseBusy
-                | DatabaseLocked
-                | SystemIoFailure
-                | CannotOpen
-                | ReadOnly
-                | OutOfMemory
-                | FileLockingProtocolFailed
-        ),
-        None => false,
+    /// The backend's error, when it is a `T`.
+    pub fn backend<T: BackendError>(&self) -> Option<&T> {
+        match self {
+            StoreError::Backend(error) => {
+                let error: &(dyn std::error::Error + 'static) = error.as_ref();
+                error.downcast_ref()
+            }
+            _ => None,
+        }
     }
 }
 

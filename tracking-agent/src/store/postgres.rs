@@ -36,6 +36,7 @@ mod listen;
 mod migrations;
 mod net;
 mod sync;
+#[cfg(any(test, feature = "test-support"))]
 pub mod test_server;
 #[cfg(test)]
 mod tests;
@@ -58,7 +59,10 @@ use ipnet::IpNet;
 use tokio::{sync::watch, task::AbortHandle};
 use tokio_postgres::NoTls;
 
-pub use self::{error::PgError, url::redacted};
+pub use self::{
+    error::{PgError, PgStoreError},
+    url::redacted,
+};
 use super::{
     BanPage, BanQuery, ChangeLog, HostReport, Position, Result, Store, StoreError, SyncReport,
 };
@@ -118,18 +122,18 @@ impl PgStore {
     /// starts listening for the other agents' changes.
     pub async fn connect(url: &str) -> Result<Self> {
         let shown = redacted(url);
-        let (plain, settings) = tls::split(url).map_err(|e| StoreError::PostgresTls {
+        let (plain, settings) = tls::split(url).map_err(|e| PgStoreError::Tls {
             url: shown.clone(),
             source: e,
         })?;
-        let (tls, ssl_mode) = settings.connector().map_err(|e| StoreError::PostgresTls {
+        let (tls, ssl_mode) = settings.connector().map_err(|e| PgStoreError::Tls {
             url: shown.clone(),
             source: e,
         })?;
         let mut config: tokio_postgres::Config =
             plain
                 .parse()
-                .map_err(|source: tokio_postgres::Error| StoreError::PostgresUrl {
+                .map_err(|source: tokio_postgres::Error| PgStoreError::Url {
                     url: shown.clone(),
                     source: source.into(),
                 })?;
@@ -158,7 +162,7 @@ impl PgStore {
             .wait_timeout(Some(POOL_WAIT))
             .build()
             .expect("a pool with a runtime accepts timeouts");
-        let mut client = pool.get().await.map_err(|source| StoreError::Connect {
+        let mut client = pool.get().await.map_err(|source| PgStoreError::Connect {
             url: shown.clone(),
             source: source.into(),
         })?;

@@ -20,6 +20,7 @@
 //! operator in the `sqlite3` shell): the worker notices and reads its index of bans again.
 
 mod checkpoint;
+mod error;
 mod index;
 mod key;
 mod migrations;
@@ -45,11 +46,12 @@ use ipnet::IpNet;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+pub use self::error::SqliteError;
 use self::{
     checkpoint::Checkpoints,
     worker::{Job, Worker},
 };
-use super::{BanPage, BanQuery, Result, Store, StoreError, SyncReport};
+use super::{BanPage, BanQuery, Result, Store, SyncReport};
 use crate::{
     ban::{Allow, Ban, Effect, ListEntry},
     time::Timestamp,
@@ -82,12 +84,12 @@ impl SqliteStore {
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|source| StoreError::CreateDir {
+                .map_err(|source| SqliteError::CreateDir {
                     path: dir.display().to_string(),
                     source,
                 })?;
         }
-        let opening = |source| StoreError::Open {
+        let opening = |source| SqliteError::Open {
             path: path.display().to_string(),
             source,
         };
@@ -103,7 +105,7 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("tracking-sqlite".into())
             .spawn(move || Worker::new(conn, checkpoints).run(queue))
-            .map_err(StoreError::Thread)?;
+            .map_err(SqliteError::Thread)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             jobs,
@@ -123,9 +125,9 @@ impl SqliteStore {
             // Nobody to tell if the caller gave up waiting; the work is done either way.
             let _ = reply.send(request(worker));
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        self.jobs.send(job).map_err(|_| SqliteError::Closed)?;
         // The worker outlives this handle, so a reply can only go missing if the job panicked.
-        answer.await.map_err(|_| StoreError::Aborted)?
+        answer.await.map_err(|_| SqliteError::Aborted)?
     }
 }
 
@@ -310,6 +312,7 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::store::StoreError;
     use rusqlite::params;
 
     use crate::store::suite::{
@@ -369,7 +372,7 @@ mod tests {
 
     /// Everything every backend must do, on a real file.
     mod suite {
-        crate::store::suite::store_suite!(async { Some(super::Harness::new()) });
+        crate::store::suite::store_suite!(async { super::Harness::new() });
     }
 
     #[tokio::test]
@@ -526,7 +529,10 @@ mod tests {
         )
         .unwrap();
         let err = SqliteStore::open(&path).err().unwrap();
-        assert!(matches!(err, StoreError::Open { .. }), "{err}");
+        assert!(
+            matches!(err.backend(), Some(SqliteError::Open { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("tracking.db"), "{err}");
     }
 
@@ -614,7 +620,7 @@ mod tests {
             .call(|_: &mut Worker| -> Result<()> { panic!("a bug") })
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Aborted), "{err}");
+        assert!(matches!(err.backend(), Some(SqliteError::Aborted)), "{err}");
         assert_eq!(
             h.store.effective_bans(at(NOW)).await.unwrap(),
             [(net("10.0.0.1/32"), None)]

@@ -2,8 +2,8 @@
 //! per behaviour, each given a fresh, empty store.
 //!
 //! A backend runs all of it by instantiating [`store_suite!`] in its tests with an expression
-//! whose future yields `Option<impl Fixture>` (`None` skips, e.g. when no database is
-//! configured), one `#[tokio::test]` per behaviour:
+//! whose future yields an `impl Fixture`, one `#[tokio::test]` per behaviour (nothing is
+//! skipped: a backend without its server fails):
 //! `mod suite { crate::store::suite::store_suite!(super::pg_fixture()); }`
 //!
 //! What the backends must agree on beyond the trait's documentation: a user-agent keyword is
@@ -33,7 +33,7 @@ pub trait Fixture: Send + Sync {
 }
 
 /// One `#[tokio::test]` per behaviour of this module, each on a fixture from `$fixture`, an
-/// expression evaluated anew for each test whose future yields `Option<impl Fixture>`.
+/// expression evaluated anew for each test whose future yields an `impl Fixture`.
 macro_rules! store_suite {
     ($fixture:expr) => {
         $crate::store::suite::store_suite!(@each $fixture;
@@ -69,10 +69,7 @@ macro_rules! store_suite {
         $(
             #[tokio::test]
             async fn $behaviour() {
-                let Some(fixture) = $fixture.await else {
-                    eprintln!("skipped: no store of this kind to test");
-                    return;
-                };
+                let fixture = $fixture.await;
                 use $crate::store::suite::Fixture as _;
                 $crate::store::suite::$behaviour(fixture.store()).await;
                 fixture.check().await;

@@ -50,14 +50,84 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-/// The pages by name.
-const PAGES: &[(&str, &str)] = &[
-    ("dashboard", include_str!("../../web/pages/dashboard.html")),
-    ("live", include_str!("../../web/pages/live.html")),
-    ("map", include_str!("../../web/pages/map.html")),
-    ("admin", include_str!("../../web/pages/admin.html")),
-    ("login", include_str!("../../web/pages/login.html")),
+/// What every page shares: its head (title, stylesheet, its one script) and body.
+const LAYOUT: &str = include_str!("../../web/pages/layout.html");
+/// The header with the navigation, on every page but the login.
+const HEADER: &str = include_str!("../../web/pages/header.html");
+/// The feed's state in the header, on the pages that follow the live feed.
+const FEED_STATUS: &str = "  <span class=\"feed-status\" role=\"status\">connecting…</span>\n";
+
+/// A page: its `<main>`, and what goes around it.
+struct Page {
+    name: &'static str,
+    title: &'static str,
+    script: &'static str,
+    /// The header with the navigation (not on the login).
+    header: bool,
+    /// The feed's state in the header.
+    feed: bool,
+    main: &'static str,
+}
+
+const PAGES: &[Page] = &[
+    Page {
+        name: "dashboard",
+        title: "Dashboard",
+        script: "dashboard.js",
+        header: true,
+        feed: true,
+        main: include_str!("../../web/pages/dashboard.html"),
+    },
+    Page {
+        name: "live",
+        title: "Live",
+        script: "live.js",
+        header: true,
+        feed: true,
+        main: include_str!("../../web/pages/live.html"),
+    },
+    Page {
+        name: "map",
+        title: "Map",
+        script: "map-page.js",
+        header: true,
+        feed: true,
+        main: include_str!("../../web/pages/map.html"),
+    },
+    Page {
+        name: "admin",
+        title: "Admin",
+        script: "admin.js",
+        header: true,
+        feed: false,
+        main: include_str!("../../web/pages/admin.html"),
+    },
+    Page {
+        name: "login",
+        title: "Log in",
+        script: "login.js",
+        header: false,
+        feed: false,
+        main: include_str!("../../web/pages/login.html"),
+    },
 ];
+
+impl Page {
+    /// The whole HTML: a few kilobytes put together per request, which costs less than the
+    /// request itself.
+    fn html(&self) -> String {
+        let header = if self.header {
+            HEADER.replace("{status}", if self.feed { FEED_STATUS } else { "" })
+        } else {
+            String::new()
+        };
+        LAYOUT
+            .replace("{title}", self.title)
+            .replace("{script}", self.script)
+            .replace("{header}", &header)
+            .replace("{main}", self.main)
+    }
+}
 
 /// The content type and bytes of `/assets/<name>`; `None` for any other name.
 pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
@@ -68,11 +138,8 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
 }
 
 /// The HTML of a page: `dashboard`, `live`, `map`, `admin` or `login`.
-pub fn page(name: &str) -> Option<&'static str> {
-    PAGES
-        .iter()
-        .find(|(known, _)| *known == name)
-        .map(|&(_, html)| html)
+pub fn page(name: &str) -> Option<String> {
+    PAGES.iter().find(|page| page.name == name).map(Page::html)
 }
 
 #[cfg(test)]
@@ -80,14 +147,16 @@ mod tests {
     use super::*;
 
     /// Every page and asset as text (the assets are all text: scripts, CSS and SVG).
-    fn texts() -> Vec<(String, &'static str)> {
+    fn texts() -> Vec<(String, String)> {
         let pages = PAGES
             .iter()
-            .map(|&(name, html)| (format!("page {name}"), html));
+            .map(|page| (format!("page {}", page.name), page.html()));
         let assets = ASSETS.iter().map(|&(name, _, bytes)| {
             (
                 format!("asset {name}"),
-                std::str::from_utf8(bytes).expect("assets are UTF-8 text"),
+                std::str::from_utf8(bytes)
+                    .expect("assets are UTF-8 text")
+                    .to_owned(),
             )
         });
         pages.chain(assets).collect()
@@ -116,6 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn every_page_is_one_document_with_the_navigation_where_it_belongs() {
+        for page in PAGES {
+            let html = page.html();
+            assert!(!html.contains('{'), "{}: a placeholder is left", page.name);
+            assert_eq!(html.matches("<main").count(), 1, "{}", page.name);
+            assert_eq!(html.matches("</html>").count(), 1, "{}", page.name);
+            assert_eq!(html.contains("<nav"), page.name != "login", "{}", page.name);
+            assert_eq!(
+                html.contains("feed-status"),
+                ["dashboard", "live", "map"].contains(&page.name),
+                "{}",
+                page.name
+            );
+        }
+    }
+
+    #[test]
     fn every_page_has_the_stylesheet_and_its_own_script() {
         for (name, script) in [
             ("dashboard", "dashboard.js"),
@@ -136,7 +222,7 @@ mod tests {
     #[test]
     fn every_asset_a_page_or_script_refers_to_is_embedded() {
         for (what, text) in texts() {
-            for name in references(text) {
+            for name in references(&text) {
                 assert!(asset(name).is_some(), "{what} refers to /assets/{name}");
             }
         }
@@ -182,7 +268,8 @@ mod tests {
 
     #[test]
     fn pages_have_no_inline_scripts_so_a_strict_content_security_policy_fits() {
-        for &(name, html) in PAGES {
+        for page in PAGES {
+            let (name, html) = (page.name, page.html());
             assert_eq!(
                 html.matches("<script").count(),
                 html.matches("<script type=\"module\" src=").count(),

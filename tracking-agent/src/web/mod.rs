@@ -1,7 +1,4 @@
-//! The pages: [`assets`] embeds them and their scripts, styles and world map; `pages` serves
-//! them and the login that turns the admin token into a cookie.
+//! The pages, their scripts, styles and world map, embedded in the binary ([`assets`]);
+//! `control::pages` serves them.
 
 pub mod assets;
-mod pages;
-
-pub use pages::{pages, public};

@@ -3,8 +3,73 @@
 //! tokio-postgres shows only the kind of an error (`db error`) and keeps what the server said in
 //! its source; the store's errors are often shown as one line (the API's answers, the log), so
 //! [`PgError`] shows the whole chain: `db error: ERROR: duplicate key value ...`.
+//! [`PgStoreError`] is the PostgreSQL store's own error, what the store's callers see inside a
+//! [`StoreError`].
 
-use crate::store::StoreError;
+use super::tls::TlsError;
+use crate::store::{BackendError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgStoreError {
+    #[error("{url} is not a PostgreSQL URL: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: PgError,
+    },
+    #[error("{url}: {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: PgError,
+    },
+    #[error("cannot upgrade the PostgreSQL schema to version {version}: {source}")]
+    Migrate {
+        version: i64,
+        #[source]
+        source: PgError,
+    },
+    #[error("PostgreSQL: {0}")]
+    Driver(#[source] PgError),
+    #[error("the task that listens for the fleet's changes stopped")]
+    ListenerStopped,
+}
+
+impl BackendError for PgStoreError {
+    fn is_transient(&self) -> bool {
+        match self {
+            PgStoreError::Driver(e) | PgStoreError::Connect { source: e, .. } => {
+                match e.db_error() {
+                    // The server answered: only its resource and availability classes pass.
+                    Some(db) => {
+                        let class = &db.code().code()[..2];
+                        // 08 connection, 53 insufficient resources, 57 operator intervention
+                        // (shutdown), 58 system error, 40 serialization/deadlock.
+                        matches!(class, "08" | "53" | "57" | "58" | "40")
+                    }
+                    // No answer from the server: a lost connection, a pool timeout.
+                    None => true,
+                }
+            }
+            PgStoreError::Url { .. }
+            | PgStoreError::Tls { .. }
+            | PgStoreError::Migrate { .. }
+            | PgStoreError::ListenerStopped => false,
+        }
+    }
+}
+
+impl From<PgStoreError> for StoreError {
+    fn from(error: PgStoreError) -> Self {
+        StoreError::Backend(Box::new(error))
+    }
+}
 
 /// A driver or pool error, shown with its causes.
 #[derive(Debug)]
@@ -58,12 +123,12 @@ impl From<deadpool_postgres::PoolError> for PgError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(error.into())
+        PgStoreError::Driver(error.into()).into()
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        StoreError::Postgres(error.into())
+        PgStoreError::Driver(error.into()).into()
     }
 }

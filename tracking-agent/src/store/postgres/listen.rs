@@ -24,8 +24,8 @@ use tokio::{
 };
 use tokio_postgres::{AsyncMessage, Config};
 
-use super::{CHANNEL, PgError, tls::Tls};
-use crate::store::{Result, StoreError};
+use super::{CHANNEL, PgError, PgStoreError, tls::Tls};
+use crate::store::Result;
 
 /// The wait after the first failure; it doubles after each further one, up to the cap, and a
 /// random part of up to a half is added so that a fleet does not reconnect in step.
@@ -89,7 +89,7 @@ pub(super) async fn start(mut config: Config, tls: Tls, instance: String) -> Res
             task: task.abort_handle(),
         }),
         Ok(Err(error)) => Err(error),
-        Err(_) => Err(StoreError::ListenerStopped),
+        Err(_) => Err(PgStoreError::ListenerStopped.into()),
     }
 }
 
@@ -124,8 +124,8 @@ async fn run(
         if let Some(ready) = ready.take() {
             // The first connection failed: `connect` reports it and the store is not made.
             let _ = ready.send(Err(match ended {
-                Ended::Failed(error) => StoreError::Postgres(error),
-                Ended::Closed => StoreError::ListenerStopped,
+                Ended::Failed(error) => PgStoreError::Driver(error).into(),
+                Ended::Closed => PgStoreError::ListenerStopped.into(),
             }));
             return;
         }

@@ -12,7 +12,7 @@
 
 use tokio_postgres::Client;
 
-use super::{MIGRATION_LOCK, StoreError};
+use super::{MIGRATION_LOCK, PgStoreError, StoreError};
 use crate::store::Result;
 
 /// Every schema step, oldest first; the schema version of a database is how many it has had.
@@ -149,7 +149,7 @@ pub(super) async fn apply_steps(client: &mut Client, steps: &[&str]) -> Result<(
             return Ok(());
         };
         let version = found + 1;
-        let migrate = |source: tokio_postgres::Error| StoreError::PostgresMigrate {
+        let migrate = |source: tokio_postgres::Error| PgStoreError::Migrate {
             version,
             source: source.into(),
         };

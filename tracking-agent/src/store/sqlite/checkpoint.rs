@@ -16,7 +16,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use crate::store::{Result, StoreError};
+use crate::store::Result;
 
 /// Asks the checkpoint thread for a checkpoint; dropping it stops the thread.
 pub(super) struct Checkpoints {
@@ -30,7 +30,7 @@ impl Checkpoints {
         let thread = std::thread::Builder::new()
             .name("tracking-sqlite-checkpoint".into())
             .spawn(move || run(&conn, &asked))
-            .map_err(StoreError::Thread)?;
+            .map_err(super::SqliteError::Thread)?;
         Ok((Checkpoints { requests }, thread))
     }
 

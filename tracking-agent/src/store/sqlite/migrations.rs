@@ -105,7 +105,7 @@ fn apply_steps(conn: &mut Connection, steps: &[&str]) -> Result<()> {
             return Ok(());
         };
         let version = found + 1;
-        let migrate = |source| StoreError::Migrate { version, source };
+        let migrate = |source| super::SqliteError::Migrate { version, source };
         tx.execute_batch(step).map_err(migrate)?;
         tx.pragma_update(None, "user_version", version)
             .map_err(migrate)?;
@@ -146,7 +146,10 @@ mod tests {
         ];
         let err = apply_steps(&mut conn, &steps).unwrap_err();
         assert!(
-            matches!(err, StoreError::Migrate { version: 2, .. }),
+            matches!(
+                err.backend(),
+                Some(crate::store::sqlite::SqliteError::Migrate { version: 2, .. })
+            ),
             "{err}"
         );
         assert_eq!(version(&conn), 1);

@@ -1,4 +1,4 @@
-//! Serving the pages and their assets (embedded in the binary by [`super::assets`]), and the
+//! Serving the pages and their assets (embedded in the binary by [`crate::web::assets`]), and the
 //! login that turns the admin token into a cookie for the browser.
 
 use std::net::IpAddr;
@@ -14,11 +14,8 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use cookie::time;
 use serde::Deserialize;
 
-use super::assets;
-use crate::{
-    control::{ApiError, App, auth, auth::Peer, session},
-    tokens::matches,
-};
+use super::{ApiError, App, auth, auth::Peer, session};
+use crate::{tokens::matches, web::assets};
 
 /// The pages, behind the admin token.
 pub fn pages() -> Router<App> {
@@ -140,7 +137,7 @@ async fn logout(State(app): State<App>, headers: HeaderMap, jar: CookieJar) -> R
 /// The login page with `message` above the form.
 fn login_message(message: &str) -> String {
     assets::page("login")
-        .unwrap_or("<!doctype html><title>tracking</title>")
+        .unwrap_or_else(|| "<!doctype html><title>tracking</title>".to_owned())
         .replacen(
             "<body>",
             &format!("<body><p class=\"message error\" role=\"alert\">{message}</p>"),

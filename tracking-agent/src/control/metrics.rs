@@ -19,11 +19,8 @@ use axum::{
 use metrics::{Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
-use crate::{
-    api::StatsView,
-    control::{ApiError, App, routes},
-    time::Timestamp,
-};
+use super::{ApiError, App, routes};
+use crate::{api::StatsView, time::Timestamp};
 
 /// The hook latency histogram's upper bounds, in seconds: the hook answers in tens of
 /// microseconds when all is well, in milliseconds when the store pushes back.
