@@ -234,6 +234,49 @@ fn a_ban_added_after_the_allowlist_still_yields_to_it() {
 }
 
 #[test]
+fn each_allowlist_change_flags_exactly_the_bans_it_overlaps_narrow_or_wide() {
+    let mut f = Loaded::new();
+    f.ban(&[
+        "10.0.0.0/8",
+        "10.1.2.0/24",
+        "10.1.2.3",
+        "10.1.3.4",
+        "192.0.2.1",
+        "2001:db8::/32",
+        "2001:db8:aaaa::5",
+    ]);
+    // Narrow networks: the bans inside and around them are looked up one by one.
+    f.allow(&["10.1.2.0/24", "2001:db8:aaaa::/120"]);
+    assert_eq!(f.verdict_of("10.1.2.3"), XDP_PASS);
+    assert_eq!(f.verdict_of("10.1.2.200"), XDP_PASS);
+    assert_eq!(f.verdict_of("10.1.3.4"), XDP_DROP);
+    assert_eq!(f.verdict_of("10.5.5.5"), XDP_DROP);
+    assert_eq!(f.verdict_of("2001:db8:aaaa::5"), XDP_PASS);
+    assert_eq!(f.verdict_of("2001:db8:bbbb::5"), XDP_DROP);
+    // One network replaced by another: the bans of the old one drop again.
+    f.allow(&["10.1.3.0/24"]);
+    assert_eq!(f.verdict_of("10.1.2.3"), XDP_DROP);
+    assert_eq!(f.verdict_of("10.1.3.4"), XDP_PASS);
+    assert_eq!(f.verdict_of("2001:db8:aaaa::5"), XDP_DROP);
+    // Wide networks, with more candidates than bans: every ban is looked at.
+    f.allow(&["8.0.0.0/5", "2001:db8:aaaa::/64"]);
+    assert_eq!(f.verdict_of("10.1.2.3"), XDP_PASS);
+    assert_eq!(f.verdict_of("10.200.0.1"), XDP_PASS);
+    assert_eq!(f.verdict_of("192.0.2.1"), XDP_DROP);
+    assert_eq!(f.verdict_of("2001:db8:aaaa::5"), XDP_PASS);
+    f.allow(&[]);
+    for banned in [
+        "10.1.2.3",
+        "10.1.3.4",
+        "10.200.0.1",
+        "192.0.2.1",
+        "2001:db8:aaaa::5",
+    ] {
+        assert_eq!(f.verdict_of(banned), XDP_DROP, "{banned}");
+    }
+}
+
+#[test]
 fn an_expired_ban_stops_dropping_by_itself() {
     let mut f = Loaded::new();
     let past = Timestamp::from_millis(Timestamp::now().as_millis() - 1000);

@@ -729,17 +729,38 @@ impl Maps {
         let words =
             &self.tables.config[config::ALLOW6_LENS as usize..config::ALLOW6_LENS as usize + 3];
         publish(words, &l6);
-        // Flag the bans the allowlist now overlaps, and unflag the others.
+        // Flag the bans the allowlist now overlaps, and unflag the others. Only a ban that
+        // overlaps a network added or removed can change; those are looked up one by one, so
+        // that an allowlist change costs the same with a million bans held as with none, unless
+        // a wide network has more candidates than a scan of every ban would read.
         self.allowed = AllowIndex::new(nets);
-        for (net, ban) in self.tables.bans() {
-            let word = &self.tables.slots[ban.slot as usize * 2];
-            let control = word.load(Ordering::Acquire);
-            let wanted = (control & SLOT_DEADLINE) | self.allowed.flag(&net);
-            if control != wanted {
-                word.store(wanted, Ordering::Release);
+        let changed: Vec<IpNet> = add.iter().chain(&remove).copied().collect();
+        let (v4, v6) = self.tables.counts();
+        match overlapping(&changed, (v4 + v6).max(SCAN_AT_LEAST)) {
+            Some(candidates) => {
+                for net in candidates {
+                    if let Some(slot) = self.tables.slot_of(&net) {
+                        self.flag_allowed(&net, slot);
+                    }
+                }
+            }
+            None => {
+                for (net, ban) in self.tables.bans() {
+                    self.flag_allowed(&net, ban.slot);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Sets or clears [`SLOT_CHECK_ALLOW`] on the ban `net` in `slot`, as the allowlist says.
+    fn flag_allowed(&self, net: &IpNet, slot: u32) {
+        let word = &self.tables.slots[slot as usize * 2];
+        let control = word.load(Ordering::Acquire);
+        let wanted = (control & SLOT_DEADLINE) | self.allowed.flag(net);
+        if control != wanted {
+            word.store(wanted, Ordering::Release);
+        }
     }
 
     /// Turns monitor mode (count matches, drop nothing) on or off.
@@ -760,6 +781,38 @@ impl Maps {
             word.fetch_and(!flag, Ordering::Release);
         }
     }
+}
+
+/// Lookups below which a scan of every ban is not worth it: a scan reads the whole tables,
+/// whatever number of bans they hold.
+const SCAN_AT_LEAST: usize = 1 << 16;
+
+/// Every network a ban overlapping one of `changed` could be: the networks containing it (one
+/// a prefix length) and the networks inside it. `None` when there are more than `limit`.
+fn overlapping(changed: &[IpNet], limit: usize) -> Option<Vec<IpNet>> {
+    let mut out = Vec::new();
+    for net in changed {
+        let (len, max) = (net.prefix_len(), net.max_prefix_len());
+        // 2 + 4 + ... + 2^(max - len) networks inside, and len + 1 containing it.
+        let inside = 1usize
+            .checked_shl(u32::from(max - len) + 1)
+            .filter(|&n| n != 0)?
+            - 2;
+        if out.len() + inside + usize::from(len) + 1 > limit {
+            return None;
+        }
+        for shorter in 0..=len {
+            out.push(
+                IpNet::new(net.addr(), shorter)
+                    .expect("a shorter length")
+                    .trunc(),
+            );
+        }
+        for longer in len + 1..=max {
+            out.extend(net.subnets(longer).expect("a longer length"));
+        }
+    }
+    Some(out)
 }
 
 /// Places `net` in a private copy of an allow table, as the real insert would.
