@@ -21,6 +21,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(&[])
+}
+
+/// The fixture, its agent started with `args` too.
+fn fixture_with(args: &[&str]) -> Fixture {
     require_root();
     assert!(
         tests::crowdsec::installed(),
@@ -33,6 +38,7 @@ fn fixture() -> Fixture {
     let agent = Agent::start(
         topology.server(),
         AgentOptions::new(topology.server_iface())
+            .args(args)
             .arg("--crowdsec-url")
             .arg(crowdsec.url())
             .arg("--crowdsec-key-file")
@@ -261,29 +267,7 @@ fn a_restart_of_the_agent_or_of_crowdsec_loses_nothing() {
 
 #[test]
 fn decisions_the_tables_cannot_hold_change_nothing_until_they_fit() {
-    require_root();
-    let topology = Topology::new().expect("topology");
-    let echo = EchoServer::start(topology.server(), "[::]:0".parse().unwrap()).expect("echo");
-    let crowdsec = Crowdsec::start(topology.server()).expect("crowdsec");
-    let key = crowdsec.add_bouncer("tracking").expect("bouncer key");
-    let agent = Agent::start(
-        topology.server(),
-        AgentOptions::new(topology.server_iface())
-            .args(["--max-bans-v4", "2", "--crowdsec-url"])
-            .arg(crowdsec.url())
-            .arg("--crowdsec-key-file")
-            .arg(&key),
-    )
-    .expect("agent");
-    let f = Fixture {
-        site: Site {
-            agent,
-            echo,
-            topology,
-        },
-        crowdsec,
-    };
-    f.until_pulled();
+    let f = fixture_with(&["--max-bans-v4", "2"]);
     let v4 = f.site.topology.client_v4().to_vec();
     f.decide("--ip", &v4[0].to_string(), v4[0].into());
     f.decide("--ip", &v4[1].to_string(), v4[1].into());

@@ -3,30 +3,18 @@
 //! namespace logs in and looks at the map and the live page as an operator would. Screenshots
 //! go to `target/test-artifacts/pages/`. Needs root and Chromium; run with `cargo xtask test`.
 
-use std::{
-    net::{SocketAddr, TcpListener},
-    path::PathBuf,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tests::{
-    Agent, AgentOptions, Browser, Topology,
+    Browser,
     browser::artifact_path,
     dbip,
     http::{Request, Response},
-    require_root,
+    web::{ADMIN_TOKEN, HOOK_TOKEN, SHOWS, WebSite, session_cookie},
 };
 use tracking_agent::geoip::testdb::{self, LINKOPING, LONDON, MILTON, SAN_DIEGO};
-
-const ADMIN_TOKEN: &str = "admin-token-of-the-page-tests";
-const HOOK_TOKEN: &str = "hook-token-of-the-page-tests";
-/// How long a page may take to show what the test waits for.
-const SHOWS: Duration = Duration::from_secs(10);
-/// How long the HTTP listener may take to answer after the agent's socket does.
-const LISTENING: Duration = Duration::from_secs(20);
 
 /// The GeoIP databases a [`Site`]'s agent is given.
 enum Databases {
@@ -40,14 +28,20 @@ enum Databases {
     Dbip,
 }
 
-/// A server namespace with the agent listening on `127.0.0.1:<port>`.
+/// [`WebSite`] (the agent listening on `127.0.0.1:<port>` in a server namespace, logins and
+/// browsers) with the GeoIP databases it was given.
 struct Site {
-    // Dropped first: the agent detaches before the namespaces go.
-    agent: Agent,
-    topology: Topology,
-    http: SocketAddr,
+    web: WebSite,
     /// Holds the test GeoIP databases, when there are any.
     _geoip: TempDir,
+}
+
+impl std::ops::Deref for Site {
+    type Target = WebSite;
+
+    fn deref(&self) -> &WebSite {
+        &self.web
+    }
 }
 
 impl Site {
@@ -66,25 +60,7 @@ impl Site {
 
     /// With more arguments for the agent, and another store than its own SQLite file.
     fn start_with(databases: Databases, database: Option<&str>, extra: &[&str]) -> Site {
-        require_root();
-        let topology = Topology::new().expect("topology");
-        // A port nothing in the fresh namespace uses: bind port 0 there, and let it go.
-        let port = topology.server().run(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port()
-        });
-        let http = SocketAddr::from(([127, 0, 0, 1], port));
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut args = vec![
-            "--http".to_owned(),
-            http.to_string(),
-            "--admin-token".to_owned(),
-            ADMIN_TOKEN.to_owned(),
-            "--hook-token".to_owned(),
-            HOOK_TOKEN.to_owned(),
-        ];
         let paths = match databases {
             Databases::None => Vec::new(),
             Databases::TestCity => {
@@ -97,53 +73,18 @@ impl Site {
                 .to_vec(),
             Databases::Dbip => dbip::files().expect("DB-IP City Lite").to_vec(),
         };
-        for path in paths {
+        let mut args = Vec::new();
+        for path in &paths {
             args.push("--geoip-db".to_owned());
             args.push(path.display().to_string());
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        let mut options = AgentOptions::new(topology.server_iface()).args(&args);
-        if let Some(database) = database {
-            options = options.database(database);
-        }
-        let agent = Agent::start(topology.server(), options).expect("agent");
-        let site = Site {
-            agent,
-            topology,
-            http,
-            _geoip: dir,
-        };
-        site.wait_listening();
-        site
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + LISTENING;
-        loop {
-            match Request::get("/login").send(self.topology.server(), self.http) {
-                Ok(response) if response.status == 200 => return,
-                result if Instant::now() >= deadline => panic!(
-                    "the HTTP listener on {} did not serve /login within {LISTENING:?}: \
-                     {result:?}\n{}",
-                    self.http,
-                    self.agent.log_tail()
-                ),
-                _ => thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-
-    fn send(&self, request: Request) -> Response {
-        request
-            .send(self.topology.server(), self.http)
-            .unwrap_or_else(|error| {
-                panic!("HTTP to {}: {error}\n{}", self.http, self.agent.log_tail())
-            })
-    }
-
-    /// `http://127.0.0.1:<port><path>`, as the browser in the namespace reaches it.
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let web = WebSite::with(&args, |options| match database {
+            Some(database) => options.database(database),
+            None => options,
+        });
+        Site { web, _geoip: dir }
     }
 
     /// One page view through the hook, as the site's app would post it.
@@ -164,24 +105,6 @@ impl Site {
             self.agent.log_tail()
         );
         assert_eq!(response.json()["tracked"], true, "{}", response.text());
-    }
-
-    /// A browser in the server namespace, logged in through the login form.
-    fn browser(&self) -> Browser {
-        let mut browser = Browser::launch(self.topology.server()).expect("chromium");
-        browser.goto(&self.url("/login")).expect("the login page");
-        browser
-            .eval(&format!(
-                "document.querySelector('input[name=token]').value = {};
-                 document.querySelector('form[action=\"/login\"]').submit();",
-                json!(ADMIN_TOKEN)
-            ))
-            .expect("submitting the login form");
-        self.wait(
-            &mut browser,
-            "location.pathname === '/' && document.readyState === 'complete'",
-        );
-        browser
     }
 
     /// [`Browser::wait_for`] that fails the test with the agent's and Chromium's logs.
@@ -552,17 +475,6 @@ fn refused(response: &Response) -> bool {
                 .is_some_and(|l| l.starts_with("/login")))
 }
 
-/// The session cookie a response sets, when it sets one with a value.
-fn admin_cookie(response: &Response) -> Option<String> {
-    response
-        .headers("set-cookie")
-        .into_iter()
-        .filter_map(|c| c.split(';').next())
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, value)| name.trim() == "tracking_session" && !value.is_empty())
-        .map(|(name, value)| format!("{name}={value}"))
-}
-
 #[test]
 fn pages_need_the_login_and_a_wrong_token_does_not_log_in() {
     let site = Site::without_geoip();
@@ -587,7 +499,7 @@ fn pages_need_the_login_and_a_wrong_token_does_not_log_in() {
             .header("Origin", &site.url(""))
             .form(&[("token", "not-the-admin-token")]),
     );
-    assert_eq!(admin_cookie(&wrong), None, "{:?}", wrong.headers);
+    assert_eq!(session_cookie(&wrong), None, "{:?}", wrong.headers);
     assert!(
         !((300..400).contains(&wrong.status) && wrong.header("location") == Some("/")),
         "a wrong token was let in: {} {:?}",
@@ -602,7 +514,7 @@ fn pages_need_the_login_and_a_wrong_token_does_not_log_in() {
     );
     assert!((300..400).contains(&right.status), "{}", right.status);
     assert_eq!(right.header("location"), Some("/"));
-    let cookie = admin_cookie(&right).expect("the login sets the session cookie");
+    let cookie = session_cookie(&right).expect("the login sets the session cookie");
     assert!(
         !cookie.contains(ADMIN_TOKEN),
         "the cookie must not hold the token: {cookie}"

@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail, ensure};
 
 use super::{
     Report, Row, Scale,
+    report::grouped,
     stream::{Stream, now_ns},
 };
 use crate::site::Site;
@@ -186,7 +187,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
     for &size in p.sizes {
         let stored = match size {
             0 => "empty store".to_string(),
-            n => format!("{} stored", group(n)),
+            n => format!("{} stored", grouped(n)),
         };
         let url = test_server::database();
         let hosts: Vec<Site> = (0..3)
@@ -294,19 +295,6 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
     })
 }
 
-/// `1000000` as `1,000,000`.
-fn group(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,7 +305,7 @@ mod tests {
         assert_eq!(percentile(&samples, 0.5), 50.0);
         assert_eq!(percentile(&samples, 0.99), 99.0);
         assert_eq!(percentile(&[3.0], 0.99), 3.0);
-        assert_eq!(group(1_000_000), "1,000,000");
-        assert_eq!(group(0), "0");
+        assert_eq!(grouped(1_000_000), "1,000,000");
+        assert_eq!(grouped(0), "0");
     }
 }

@@ -27,7 +27,7 @@ use super::{
     Report, Row, Scale,
     firewall::{IpSet, NftTable, run_in},
     lists, release,
-    report::{fmt, median},
+    report::{fmt, grouped, median},
 };
 use crate::{Agent, AgentOptions, Netns, Topology};
 
@@ -384,7 +384,7 @@ pub fn run(scale: Scale) -> anyhow::Result<Report> {
     for (i, &n) in sizes.iter().enumerate() {
         let last = i + 1 == sizes.len();
         let (sized, s) = measure(n, rounds, &binary, &topology, last)
-            .with_context(|| format!("{} lines", fmt_count(n)))?;
+            .with_context(|| format!("{} lines", grouped(n)))?;
         all.push(sized);
         split = split.or(s);
     }
@@ -399,7 +399,7 @@ fn size_rows(sized: &Sized) -> Vec<Row> {
     let full = |i: usize| times[i].iter().map(|t| ms(t.full)).collect::<Vec<_>>();
     let resync = |i: usize| times[i].iter().map(|t| ms(t.resync)).collect::<Vec<_>>();
     let [tracking, nft, ipset] = [0, 1, 2];
-    let lines = fmt_count(*n);
+    let lines = grouped(*n);
     let (fast, fast_name) = if median(&full(nft)) <= median(&full(ipset)) {
         (nft, "nft")
     } else {
@@ -466,7 +466,7 @@ fn slope(all: &[Sized]) -> String {
                         .collect();
                     format!(
                         "{} {}",
-                        fmt_count(s.n),
+                        grouped(s.n),
                         fmt(median(&ms) * 1000.0 / s.n as f64)
                     )
                 })
@@ -482,7 +482,7 @@ fn slope(all: &[Sized]) -> String {
                         .iter()
                         .filter_map(|t| t.took_full.map(|d| d.as_secs_f64() * 1000.0))
                         .collect();
-                    format!("{} {}", fmt_count(s.n), fmt(median(&took)))
+                    format!("{} {}", grouped(s.n), fmt(median(&took)))
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -500,7 +500,7 @@ fn report(rounds: usize, all: &[Sized], split: &Breakdown) -> Report {
     let full = |i: usize| times[i].iter().map(|t| ms(t.full)).collect::<Vec<_>>();
     let resync = |i: usize| times[i].iter().map(|t| ms(t.resync)).collect::<Vec<_>>();
     let tracking = 0;
-    let lines = fmt_count(n);
+    let lines = grouped(n);
     let delta = format!("1% changed ({changed} lines)");
     let took = |f: fn(&Times) -> Option<Duration>| {
         let v: Vec<f64> = times[tracking]
@@ -584,7 +584,7 @@ fn report(rounds: usize, all: &[Sized], split: &Breakdown) -> Report {
          cost of about {} ms around the first sync to a freshly started agent (the re-syncs right \
          after it carry no such cost), which makes small lists slower than the peers'; its cause is \
          not taken apart here.",
-        fmt_count(small.n),
+        grouped(small.n),
         fmt(median(&small_wall)),
         fmt(median(&small_took)),
         fmt(median(&small_wall) - median(&small_took)),
@@ -607,26 +607,13 @@ fn report(rounds: usize, all: &[Sized], split: &Breakdown) -> Report {
              {lines} lines, the notes' breakdown is of the largest list.",
             sizes = all
                 .iter()
-                .map(|s| fmt_count(s.n))
+                .map(|s| grouped(s.n))
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
         rows,
         notes,
     }
-}
-
-/// `1,000,000`.
-fn fmt_count(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -660,8 +647,8 @@ mod tests {
 
     #[test]
     fn counts_are_grouped() {
-        assert_eq!(fmt_count(1_000_000), "1,000,000");
-        assert_eq!(fmt_count(100_000), "100,000");
-        assert_eq!(fmt_count(999), "999");
+        assert_eq!(grouped(1_000_000), "1,000,000");
+        assert_eq!(grouped(100_000), "100,000");
+        assert_eq!(grouped(999), "999");
     }
 }

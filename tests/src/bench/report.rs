@@ -219,6 +219,19 @@ pub fn median(samples: &[f64]) -> f64 {
     }
 }
 
+/// `1000000` as `1,000,000`.
+pub fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A number with about three significant digits.
 pub fn fmt(x: f64) -> String {
     let a = x.abs();
