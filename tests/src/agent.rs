@@ -194,6 +194,18 @@ impl Agent {
         }
     }
 
+    /// Stops the agent's process (SIGSTOP) until the guard is dropped (SIGCONT): it holds its
+    /// connections and reads nothing meanwhile, as a host that stalls does.
+    ///
+    /// # Panics
+    /// For an agent in this process, which cannot be stopped alone.
+    pub fn paused(&self) -> Paused {
+        let pid = self.pid().expect("a process of its own to stop") as libc::pid_t;
+        // SAFETY: a signal to the process this harness started and has not reaped.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Paused(pid)
+    }
+
     /// The agent's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
@@ -469,4 +481,14 @@ fn answers(socket: &Path) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// An agent stopped by [`Agent::paused`]; continued when dropped.
+pub struct Paused(libc::pid_t);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `Agent::paused`; the child is not reaped while this guard lives.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
 }

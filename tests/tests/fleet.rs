@@ -1,16 +1,19 @@
 //! A fleet: several agents, each filtering its own veth pair in network namespaces of its own,
 //! on one real PostgreSQL. A ban made on one host is dropped on the others; while PostgreSQL is
 //! away every host keeps enforcing, and a ban made the moment it is back reaches every host
-//! within a second; every host records itself and `tracking fleet` shows them all. Needs root.
+//! within a second; every host records itself and `tracking fleet` shows them all. A whole
+//! reconcile stalled in the store holds up no change, and takes none back; a host that missed
+//! a ban and its unban catches up to neither. Needs root.
 
 use std::{
+    net::Ipv4Addr,
     thread,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use tests::site::Site;
-use tracking_agent::store::postgres::test_server::Dedicated;
+use tests::{frames, site::Site, xdp::XDP_DROP};
+use tracking_agent::store::postgres::test_server::{self, Dedicated};
 
 /// How long a change may take to reach the other hosts in these tests (the benchmark measures
 /// how long it does take).
@@ -120,6 +123,126 @@ fn while_postgresql_is_away_every_host_enforces_and_a_ban_made_when_it_returns_r
         "a ban made as PostgreSQL returned reached every host after {:?}",
         made.elapsed()
     );
+}
+
+#[test]
+fn a_whole_reconcile_waiting_on_the_store_holds_up_no_change_of_the_fleet() {
+    let postgres = Dedicated::start();
+    let url = postgres.database("stalled");
+    // The second host compares itself whole with the store every second. Nobody reaps: a reap
+    // would wait on the table too, holding the fleet's bans lock, and stop every change.
+    let quiet = ["--fleet-heartbeat", "1s", "--reap-interval", "1h"];
+    let first = Site::with_options(|o| o.database(&url).args(quiet));
+    let second = Site::with_options(|o| {
+        o.database(&url)
+            .args(quiet)
+            .args(["--reconcile-interval", "1s"])
+    });
+    let client = second.banned_v4().to_string();
+    first.agent.cli_ok(["ban", "add", &client]);
+    until_all(&[&second], true, REACHES);
+
+    // Every read of the ban records now waits, the second host's next whole reconcile among
+    // them, as a slow read of a million bans would make it wait.
+    let lock = test_server::hold(&url, "LOCK TABLE bans IN ACCESS EXCLUSIVE MODE");
+    let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'bans'::regclass";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while test_server::count(&url, waiting) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no reconcile came to read the bans\n{}",
+            second.agent.log_tail()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // An allowlist change reads and writes no ban record, on the host that makes it or on
+    // the others; it reaches the second host all the same.
+    first.agent.cli_ok(["allow", "add", &client]);
+    let took = until_all(&[&second], false, REACHES);
+    println!("an allowlist change reached a host whose reconcile waited after {took:?}");
+
+    // The reconcile ends once the store answers, and leaves the change in place; the next
+    // change is applied after it.
+    drop(lock);
+    thread::sleep(Duration::from_secs(2));
+    second.assert_passes(second.banned_v4());
+    first.agent.cli_ok(["allow", "rm", &client]);
+    until_all(&[&second], true, REACHES);
+}
+
+#[test]
+fn a_change_made_while_a_whole_reconcile_reads_the_store_is_not_undone_by_it() {
+    // Reconciling all the time over 300,000 bans: most changes land while a reconcile is
+    // reading the store (on a connection of its own) and comparing, and one that carried out
+    // what it read before the change would take the change back.
+    let url = test_server::database();
+    let site = Site::with_options(|o| o.database(&url).args(["--reconcile-interval", "100ms"]));
+    let list = site.agent.dir().join("stored.txt");
+    let lines: Vec<String> = (0..300_000u32)
+        .map(|i| Ipv4Addr::from(0x6440_0000 + i).to_string())
+        .collect();
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    site.agent.cli_ok([
+        "ban",
+        "sync",
+        "--file",
+        list.to_str().unwrap(),
+        "--source",
+        "stored",
+    ]);
+    let program = site.attached();
+    let verdict = |addr: Ipv4Addr| program.run(&frames::udp_from(addr.into())).unwrap();
+    let holds = |addr: Ipv4Addr, dropped: bool, after: &str| {
+        let since = Instant::now();
+        let mut checks = 0;
+        while since.elapsed() < Duration::from_millis(400) {
+            assert_eq!(
+                verdict(addr) == XDP_DROP,
+                dropped,
+                "{addr} {} {:?} after its {after} (check {checks})\n{}",
+                if dropped { "passed" } else { "was dropped" },
+                since.elapsed(),
+                site.agent.log_tail()
+            );
+            checks += 1;
+        }
+    };
+    for round in 0..30u32 {
+        let addr = Ipv4Addr::from(0xc612_0000 + round);
+        site.agent.cli_ok(["ban", "add", &addr.to_string()]);
+        holds(addr, true, "ban");
+        site.agent.cli_ok(["ban", "rm", &addr.to_string()]);
+        holds(addr, false, "unban");
+    }
+}
+
+#[test]
+fn a_host_that_missed_a_ban_and_its_unban_catches_up_to_neither() {
+    let postgres = Dedicated::start();
+    let hosts = fleet(&postgres, "missed", 2, &[]);
+    let client = hosts[1].banned_v4().to_string();
+    {
+        // The second host stalls while the first bans and unbans its client: woken, it reads
+        // both changes from the log at once.
+        let _stalled = hosts[1].agent.paused();
+        hosts[0].agent.cli_ok(["ban", "add", &client]);
+        hosts[0].agent.cli_ok(["ban", "rm", &client]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status: Value =
+            serde_json::from_str(&hosts[1].agent.cli_ok(["status", "--json"])).unwrap();
+        if status["fleet"]["behind"] == 0 && status["fleet"]["applied"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host did not catch up: {status}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    hosts[1].assert_passes(hosts[1].banned_v4());
+    assert!(hosts[1].bans().is_empty(), "{:?}", hosts[1].bans());
 }
 
 fn fleet_list(host: &Site) -> Vec<Value> {

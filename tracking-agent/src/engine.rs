@@ -4,6 +4,7 @@
 //! expired records (the kernel already stopped honouring them at their expiry).
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc, Mutex,
         atomic::{AtomicI64, Ordering},
@@ -108,6 +109,9 @@ pub struct Engine {
     program: Mutex<Program>,
     /// Serialises store-then-kernel changes.
     writer: tokio::sync::Mutex<()>,
+    /// While a reconcile plans without the writer: the networks the writer changed in the
+    /// tables meanwhile, which the plan no longer knows (see [`Engine::reconcile`]).
+    touched: Mutex<Option<HashSet<IpNet>>>,
     attachments: Vec<Attachment>,
     config: AgentConfig,
     started: Instant,
@@ -123,6 +127,28 @@ pub struct Engine {
     announced: Option<tokio::sync::watch::Receiver<u64>>,
     /// Why the last reconcile or catch-up failed, until one succeeds.
     last_error: Mutex<Option<String>>,
+}
+
+/// What a whole reconcile found to do: the store's snapshot against the tables.
+struct Plan {
+    now: Timestamp,
+    /// The end of the log before the snapshot was read.
+    head: Position,
+    allows: Vec<Allow>,
+    /// What brings the tables to the snapshot.
+    effects: Vec<Effect>,
+    /// IPv4 and IPv6 bans of the snapshot the tables cannot hold.
+    left_out: (usize, usize),
+    /// Some held entry misses its derived bits.
+    uncovered: bool,
+}
+
+impl Plan {
+    /// The plan for every network but `touched`, which it leaves as the tables hold them.
+    fn without(mut self, touched: &HashSet<IpNet>) -> Plan {
+        self.effects.retain(|(n, _)| !touched.contains(n));
+        self
+    }
 }
 
 /// What one catch-up with the fleet's log did.
@@ -161,6 +187,7 @@ impl Engine {
             store,
             program: Mutex::new(program),
             writer: tokio::sync::Mutex::new(()),
+            touched: Mutex::new(None),
             attachments: Vec::new(),
             config,
             started: Instant::now(),
@@ -173,7 +200,10 @@ impl Engine {
             last_error: Mutex::new(None),
         };
         engine.announced = engine.store.ban_changes();
-        let applied = engine.reconcile().await?;
+        let applied = {
+            let _w = engine.writer.lock().await;
+            engine.reconcile_locked().await?
+        };
         tracing::info!(
             "maps in line with the store: {} added, {} updated, {} removed",
             applied.added,
@@ -205,6 +235,9 @@ impl Engine {
     fn apply(&self, effects: &[Effect]) -> Result<Applied> {
         if effects.is_empty() {
             return Ok(Applied::default());
+        }
+        if let Some(touched) = self.touched.lock().expect("lock").as_mut() {
+            touched.extend(effects.iter().map(|(n, _)| *n));
         }
         let mut p = self.program.lock().expect("program lock");
         Ok(tokio::task::block_in_place(|| p.maps.apply(effects))?)
@@ -313,7 +346,7 @@ impl Engine {
         self.apply(&effects)?;
         self.catch_up_after_own(None).await;
         drop(_w);
-        let gone: std::collections::HashSet<IpNet> = removed.iter().map(|b| b.network).collect();
+        let gone: HashSet<IpNet> = removed.iter().map(|b| b.network).collect();
         let not_found = nets
             .iter()
             .filter(|n| !gone.contains(n))
@@ -512,7 +545,7 @@ impl Engine {
         self.set_allowlist(&all)?;
         self.catch_up_after_own(None).await;
         drop(_w);
-        let wanted: std::collections::HashSet<IpNet> = nets.into_iter().collect();
+        let wanted: HashSet<IpNet> = nets.into_iter().collect();
         cap(&mut warnings);
         Ok(AddAllowsReply {
             added: all
@@ -532,7 +565,7 @@ impl Engine {
         self.set_allowlist(&all)?;
         self.catch_up_after_own(None).await;
         drop(_w);
-        let gone: std::collections::HashSet<IpNet> = removed.iter().map(|a| a.network).collect();
+        let gone: HashSet<IpNet> = removed.iter().map(|a| a.network).collect();
         Ok(RemoveAllowsReply {
             removed: removed.iter().map(allow_view).collect(),
             not_found: nets
@@ -551,24 +584,98 @@ impl Engine {
 
     /// Brings the maps in line with the store: missing or changed bans are written, bans the
     /// store no longer has are removed, the allowlist is replaced.
+    ///
+    /// With a million bans, reading the store and comparing takes the better part of a second,
+    /// which no change of the fleet should wait for: the plan is made without the writer, and
+    /// carried out under it for every network the writer did not change meanwhile. Those it
+    /// did change stay as the writer left them: the change is newer than the plan's snapshot,
+    /// or it is in the log after the position the plan leaves applied, and the catch-up that
+    /// follows replays the log from there, in order.
     pub async fn reconcile(&self) -> Result<Applied> {
-        let _w = self.writer.lock().await;
-        let result = self.reconcile_locked().await;
+        let result = self.reconcile_beside_changes().await;
         self.note(&result);
         result
     }
 
+    async fn reconcile_beside_changes(&self) -> Result<Applied> {
+        let started = Instant::now();
+        *self.touched.lock().expect("lock") = Some(HashSet::new());
+        let plan = self.plan().await;
+        let _w = self.writer.lock().await;
+        let touched = self
+            .touched
+            .lock()
+            .expect("lock")
+            .take()
+            .unwrap_or_default();
+        let mut plan = plan?;
+        let held = Instant::now();
+        // The allowlist is small, and the writer may have changed it since: read it again.
+        plan.allows = self.store.list_allows().await?;
+        let applied = if touched.is_empty() {
+            let head = plan.head;
+            self.carry_out(plan, head)?
+        } else if plan.left_out != (0, 0) {
+            // Which bans tables too small for the store hold depends on every one of them.
+            self.reconcile_locked().await?
+        } else {
+            // The writer's changes since the plan began are in the tables already; the log
+            // holds them after the position applied now, and the log from the earlier of
+            // that and the plan's head is replayed over the rest.
+            let applied = self.applied.load(Ordering::Acquire).min(plan.head);
+            let plan = plan.without(&touched);
+            self.carry_out(plan, applied)?
+        };
+        if self.store.instance().is_some() {
+            self.catch_up_locked(None).await?;
+        }
+        tracing::debug!(
+            "reconciled in {:?}, {:?} of it holding the writer, {} network{} changed meanwhile",
+            started.elapsed(),
+            held.elapsed(),
+            touched.len(),
+            plural(touched.len())
+        );
+        Ok(applied)
+    }
+
     /// [`Engine::reconcile`], the writer lock held.
     async fn reconcile_locked(&self) -> Result<Applied> {
+        let plan = self.plan().await?;
+        let head = plan.head;
+        self.carry_out(plan, head)
+    }
+
+    /// Reads what the store wants enforced and compares it with the tables.
+    async fn plan(&self) -> Result<Plan> {
         let now = Timestamp::now();
         // The end of the log before the snapshot: whatever commits after it is in the log
         // after this position, and replaying it over the snapshot ends where the store does.
         let head = self.store.head().await?;
         let want = self.store.effective_bans(now).await?;
         let allows = self.store.list_allows().await?;
-        self.set_allowlist(&allows)?;
         let tables = self.tables();
         let (want, left_out) = within_capacity(want, tables.capacity());
+        let effects = tokio::task::block_in_place(|| tables.drift(&want));
+        // Entries that are held but not looked for (their derived bits missing) are not
+        // enforced; the drift cannot see that, a rebuild repairs it. (Entries the drift adds
+        // or replaces get their bits as they are written.)
+        let uncovered = tokio::task::block_in_place(|| tables.uncovered()) > 0;
+        Ok(Plan {
+            now,
+            head,
+            allows,
+            effects,
+            left_out,
+            uncovered,
+        })
+    }
+
+    /// Carries out a plan, the writer lock held, and leaves `applied` as the last position of
+    /// the log the tables hold.
+    fn carry_out(&self, plan: Plan, applied_to: Position) -> Result<Applied> {
+        self.set_allowlist(&plan.allows)?;
+        let left_out = plan.left_out;
         if left_out != *self.left_out.lock().expect("lock") && left_out != (0, 0) {
             tracing::warn!(
                 "the store holds {} IPv4 and {} IPv6 bans more than these tables can: \
@@ -577,18 +684,15 @@ impl Engine {
                 left_out.1
             );
         }
-        let effects = tokio::task::block_in_place(|| tables.drift(&want));
-        let mut applied = self.apply(&effects)?;
-        // Entries that are held but not looked for (their derived bits missing) are not
-        // enforced; the drift above cannot see that, a rebuild repairs it.
-        if tokio::task::block_in_place(|| tables.uncovered()) > 0 {
+        let mut applied = self.apply(&plan.effects)?;
+        if plan.uncovered {
             let p = self.program.lock().expect("program lock");
             applied.repaired = tokio::task::block_in_place(|| p.maps.rebuild_derived());
         }
         *self.left_out.lock().expect("lock") = left_out;
-        *self.last_reconcile.lock().expect("lock") = Some(now);
-        self.applied.store(head, Ordering::Release);
-        self.head.fetch_max(head, Ordering::AcqRel);
+        *self.last_reconcile.lock().expect("lock") = Some(plan.now);
+        self.applied.store(applied_to, Ordering::Release);
+        self.head.fetch_max(plan.head, Ordering::AcqRel);
         Ok(applied)
     }
 
@@ -672,6 +776,7 @@ impl Engine {
         if *self.left_out.lock().expect("lock") != (0, 0) {
             return Ok(false);
         }
+        last_word(effects);
         match self.apply(effects) {
             Ok(_) => {
                 effects.clear();
@@ -867,6 +972,21 @@ impl Engine {
     }
 }
 
+/// Keeps, of effects in the order the log gives them, the last for each network (in that
+/// order): a batch applies its removals before its additions, so a ban and its unban read
+/// together must be applied as the unban alone.
+fn last_word(effects: &mut Vec<Effect>) {
+    let mut seen = HashSet::with_capacity(effects.len());
+    let mut kept: Vec<Effect> = effects
+        .iter()
+        .rev()
+        .filter(|(n, _)| seen.insert(*n))
+        .cloned()
+        .collect();
+    kept.reverse();
+    *effects = kept;
+}
+
 /// Where the page after `ban` starts: `<network>,<source>` (sources have no comma).
 fn cursor(ban: &Ban) -> String {
     format!("{},{}", ban.network, ban.source)
@@ -895,7 +1015,7 @@ fn parse_networks(items: &[String]) -> Result<(Vec<IpNet>, Vec<String>)> {
     let mut nets = Vec::with_capacity(items.len());
     let mut warnings = Vec::new();
     let mut errors = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     for item in items {
         match ban::parse_network(item) {
             Ok((net, how)) => {
@@ -1091,6 +1211,27 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn of_changes_read_together_the_last_for_each_network_is_applied() {
+        let ban = Effective::Banned { expires: None };
+        let mut effects = vec![
+            (net("10.0.0.1/32"), ban),
+            (net("10.0.0.2/32"), ban),
+            (net("10.0.0.1/32"), Effective::Unbanned),
+            (net("10.0.0.3/32"), Effective::Unbanned),
+            (net("10.0.0.3/32"), ban),
+        ];
+        last_word(&mut effects);
+        assert_eq!(
+            effects,
+            vec![
+                (net("10.0.0.2/32"), ban),
+                (net("10.0.0.1/32"), Effective::Unbanned),
+                (net("10.0.0.3/32"), ban),
+            ]
+        );
     }
 
     #[test]

@@ -254,7 +254,7 @@ impl Maps {
 
     /// Applies effects in one batch, all or nothing: new bans are enforced, removed ones stop,
     /// and bans not named are never unenforced meanwhile. A batch whose bans would not fit the
-    /// capacity changes nothing.
+    /// capacity changes nothing. One effect a network: removals go first.
     pub fn apply(&mut self, effects: &[(IpNet, Effective)]) -> Result<Applied, KernelError> {
         let ready = self.reclaim.collect();
         self.recycle(ready);

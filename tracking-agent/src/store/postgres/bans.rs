@@ -313,10 +313,17 @@ pub(super) async fn query(client: &Object, query: BanQuery) -> Result<BanPage> {
     })
 }
 
+/// Rows of a whole read converted between two yields to the runtime.
+const ROWS_BETWEEN_YIELDS: usize = 4096;
+
+/// Every live ban, one per network: a million rows for a whole reconcile. They are converted
+/// as they stream in, yielding every few thousand, so that the runtime's other tasks (the
+/// fleet's next change among them) never wait for the whole read.
 pub(super) async fn effective_all(
     client: &Object,
     now: Timestamp,
 ) -> Result<Vec<(IpNet, Option<Timestamp>)>> {
+    use futures_util::TryStreamExt as _;
     let stmt = client
         .prepare_cached(
             "SELECT network, count(*), bool_or(expires_ms IS NULL), max(expires_ms) FROM bans
@@ -325,15 +332,20 @@ pub(super) async fn effective_all(
              ORDER BY network",
         )
         .await?;
-    let rows = client.query(&stmt, &[&now.as_millis()]).await?;
-    Ok(rows
-        .iter()
-        .map(effect_of)
-        .filter_map(|(network, effective)| match effective {
-            Effective::Banned { expires } => Some((network, expires)),
-            Effective::Unbanned => None,
-        })
-        .collect())
+    let rows = client.query_raw(&stmt, [now.as_millis()]).await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut out = Vec::new();
+    let mut read = 0usize;
+    while let Some(row) = rows.try_next().await? {
+        if let (network, Effective::Banned { expires }) = effect_of(&row) {
+            out.push((network, expires));
+        }
+        read += 1;
+        if read.is_multiple_of(ROWS_BETWEEN_YIELDS) {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(out)
 }
 
 /// `bans` with host bits cleared, one per (network, source) in that order. Of several bans of

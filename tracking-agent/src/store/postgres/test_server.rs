@@ -105,6 +105,87 @@ pub fn admin(url: &str, sql: &str) {
     });
 }
 
+/// The first column of the first row `sql` returns on the database at `url`, as an integer.
+pub fn count(url: &str, sql: &str) -> i64 {
+    let (target, statement) = (url.to_owned(), sql.to_owned());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&target, NoTls).await?;
+            let driver = tokio::spawn(connection);
+            let result = client.query_one(&statement, &[]).await;
+            drop(client);
+            let _ = driver.await;
+            result.map(|row| row.get::<_, i64>(0))
+        })
+    })
+    .join()
+    .expect("the query thread does not panic")
+    .unwrap_or_else(|error| panic!("`{sql}` failed: {error}"))
+}
+
+/// A transaction left open on a connection of its own until dropped, to make the agents'
+/// queries wait on the locks it took.
+pub struct Held {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Begins a transaction on the database at `url`, runs `sql` in it (a `LOCK TABLE`, say) and
+/// holds it open; returns once `sql` has run.
+pub fn hold(url: &str, sql: &str) -> Held {
+    let (target, statement) = (url.to_owned(), sql.to_owned());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (taken, took) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let connected = tokio_postgres::connect(&target, NoTls).await;
+            let (client, connection) = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = taken.send(Err(e));
+                    return;
+                }
+            };
+            let driver = tokio::spawn(connection);
+            let begun = client.batch_execute(&format!("BEGIN; {statement}")).await;
+            let ok = begun.is_ok();
+            let _ = taken.send(begun);
+            if ok {
+                // Until the test drops its `Held` (or panics, which drops it too).
+                let _ = tokio::task::spawn_blocking(move || released.recv()).await;
+                let _ = client.batch_execute("COMMIT").await;
+            }
+            drop(client);
+            let _ = driver.await;
+        })
+    });
+    match took.recv() {
+        Ok(Ok(())) => Held {
+            release: Some(release),
+            thread: Some(thread),
+        },
+        Ok(Err(error)) => panic!("`{sql}` failed: {error}"),
+        Err(_) => panic!("the thread holding `{sql}` ended before running it"),
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// `url` with its database name replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
