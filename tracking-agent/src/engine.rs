@@ -134,7 +134,6 @@ struct Plan {
     now: Timestamp,
     /// The end of the log before the snapshot was read.
     head: Position,
-    allows: Vec<Allow>,
     /// What brings the tables to the snapshot.
     effects: Vec<Effect>,
     /// IPv4 and IPv6 bans of the snapshot the tables cannot hold.
@@ -608,13 +607,11 @@ impl Engine {
             .expect("lock")
             .take()
             .unwrap_or_default();
-        let mut plan = plan?;
+        let plan = plan?;
         let held = Instant::now();
-        // The allowlist is small, and the writer may have changed it since: read it again.
-        plan.allows = self.store.list_allows().await?;
         let applied = if touched.is_empty() {
             let head = plan.head;
-            self.carry_out(plan, head)?
+            self.carry_out(plan, head).await?
         } else if plan.left_out != (0, 0) {
             // Which bans tables too small for the store hold depends on every one of them.
             self.reconcile_locked().await?
@@ -624,7 +621,7 @@ impl Engine {
             // that and the plan's head is replayed over the rest.
             let applied = self.applied.load(Ordering::Acquire).min(plan.head);
             let plan = plan.without(&touched);
-            self.carry_out(plan, applied)?
+            self.carry_out(plan, applied).await?
         };
         if self.store.instance().is_some() {
             self.catch_up_locked(None).await?;
@@ -643,7 +640,7 @@ impl Engine {
     async fn reconcile_locked(&self) -> Result<Applied> {
         let plan = self.plan().await?;
         let head = plan.head;
-        self.carry_out(plan, head)
+        self.carry_out(plan, head).await
     }
 
     /// Reads what the store wants enforced and compares it with the tables.
@@ -653,7 +650,6 @@ impl Engine {
         // after this position, and replaying it over the snapshot ends where the store does.
         let head = self.store.head().await?;
         let want = self.store.effective_bans(now).await?;
-        let allows = self.store.list_allows().await?;
         let tables = self.tables();
         let (want, left_out) = within_capacity(want, tables.capacity());
         let effects = tokio::task::block_in_place(|| tables.drift(&want));
@@ -664,7 +660,6 @@ impl Engine {
         Ok(Plan {
             now,
             head,
-            allows,
             effects,
             left_out,
             uncovered,
@@ -672,9 +667,11 @@ impl Engine {
     }
 
     /// Carries out a plan, the writer lock held, and leaves `applied` as the last position of
-    /// the log the tables hold.
-    fn carry_out(&self, plan: Plan, applied_to: Position) -> Result<Applied> {
-        self.set_allowlist(&plan.allows)?;
+    /// the log the tables hold. The allowlist is read here, under the writer: it is small, and
+    /// a plan made without the writer may be older than it.
+    async fn carry_out(&self, plan: Plan, applied_to: Position) -> Result<Applied> {
+        let allows = self.store.list_allows().await?;
+        self.set_allowlist(&allows)?;
         let left_out = plan.left_out;
         if left_out != *self.left_out.lock().expect("lock") && left_out != (0, 0) {
             tracing::warn!(

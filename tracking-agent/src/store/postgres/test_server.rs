@@ -77,26 +77,51 @@ pub fn database() -> String {
     }
 }
 
-/// Runs `sql` on the database at `url`. On a thread of its own with its own runtime: tests call
-/// this from inside theirs, where blocking on another would panic.
-pub fn admin(url: &str, sql: &str) {
-    let (target, statement) = (url.to_owned(), sql.to_owned());
+/// Starts a thread with a runtime of its own that connects to the database at `url` and runs
+/// `work` with the client: tests call these helpers from inside their own runtime, where
+/// blocking on another would panic.
+fn spawn_on_connection<T, F>(
+    url: &str,
+    work: F,
+) -> std::thread::JoinHandle<Result<T, tokio_postgres::Error>>
+where
+    T: Send + 'static,
+    F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error> + Send + 'static,
+{
+    let target = url.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        runtime.block_on(async {
+        runtime.block_on(async move {
             let (client, connection) = tokio_postgres::connect(&target, NoTls).await?;
             let driver = tokio::spawn(connection);
-            let result = client.batch_execute(&statement).await;
+            let result = work(&client).await;
             drop(client);
             let _ = driver.await;
             result
         })
     })
-    .join()
-    .expect("the admin thread does not panic")
+}
+
+/// [`spawn_on_connection`], waiting for `work`'s result.
+fn on_connection<T, F>(url: &str, work: F) -> Result<T, tokio_postgres::Error>
+where
+    T: Send + 'static,
+    F: AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error> + Send + 'static,
+{
+    spawn_on_connection(url, work)
+        .join()
+        .expect("the connection's thread does not panic")
+}
+
+/// Runs `sql` on the database at `url`.
+pub fn admin(url: &str, sql: &str) {
+    let statement = sql.to_owned();
+    on_connection(url, async move |client| {
+        client.batch_execute(&statement).await
+    })
     .unwrap_or_else(|error| {
         panic!(
             "test database server at {}: `{sql}` failed: {error}",
@@ -107,23 +132,10 @@ pub fn admin(url: &str, sql: &str) {
 
 /// The first column of the first row `sql` returns on the database at `url`, as an integer.
 pub fn count(url: &str, sql: &str) -> i64 {
-    let (target, statement) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&target, NoTls).await?;
-            let driver = tokio::spawn(connection);
-            let result = client.query_one(&statement, &[]).await;
-            drop(client);
-            let _ = driver.await;
-            result.map(|row| row.get::<_, i64>(0))
-        })
+    let statement = sql.to_owned();
+    on_connection(url, async move |client| {
+        Ok(client.query_one(&statement, &[]).await?.get::<_, i64>(0))
     })
-    .join()
-    .expect("the query thread does not panic")
     .unwrap_or_else(|error| panic!("`{sql}` failed: {error}"))
 }
 
@@ -131,49 +143,31 @@ pub fn count(url: &str, sql: &str) -> i64 {
 /// queries wait on the locks it took.
 pub struct Held {
     release: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), tokio_postgres::Error>>>,
 }
 
 /// Begins a transaction on the database at `url`, runs `sql` in it (a `LOCK TABLE`, say) and
 /// holds it open; returns once `sql` has run.
 pub fn hold(url: &str, sql: &str) -> Held {
-    let (target, statement) = (url.to_owned(), sql.to_owned());
+    let statement = format!("BEGIN; {sql}");
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (taken, took) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        runtime.block_on(async {
-            let connected = tokio_postgres::connect(&target, NoTls).await;
-            let (client, connection) = match connected {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = taken.send(Err(e));
-                    return;
-                }
-            };
-            let driver = tokio::spawn(connection);
-            let begun = client.batch_execute(&format!("BEGIN; {statement}")).await;
-            let ok = begun.is_ok();
-            let _ = taken.send(begun);
-            if ok {
-                // Until the test drops its `Held` (or panics, which drops it too).
-                let _ = tokio::task::spawn_blocking(move || released.recv()).await;
-                let _ = client.batch_execute("COMMIT").await;
-            }
-            drop(client);
-            let _ = driver.await;
-        })
+    let thread = spawn_on_connection(url, async move |client| {
+        client.batch_execute(&statement).await?;
+        let _ = taken.send(());
+        // Until the test drops its `Held` (or panics, which drops it too).
+        let _ = tokio::task::spawn_blocking(move || released.recv()).await;
+        client.batch_execute("COMMIT").await
     });
     match took.recv() {
-        Ok(Ok(())) => Held {
+        Ok(()) => Held {
             release: Some(release),
             thread: Some(thread),
         },
-        Ok(Err(error)) => panic!("`{sql}` failed: {error}"),
-        Err(_) => panic!("the thread holding `{sql}` ended before running it"),
+        Err(_) => match thread.join() {
+            Ok(Err(error)) => panic!("`{sql}` failed: {error}"),
+            _ => panic!("the thread holding `{sql}` ended before running it"),
+        },
     }
 }
 
